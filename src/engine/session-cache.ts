@@ -1,22 +1,34 @@
-// SKELETON: the public contract of the engine. The implementation is being written; signatures
-// here are binding for adapters (src/server, src/client) and stores.
+// SessionCache: OpenSSL 3.x's SSL_CTX session cache (spec sections 1-7, rules R1-R20), with the
+// internal cache packed into typed arrays and slabs (index-table.ts) rather than one object per
+// session. Pure and synchronous except where an asynchronous external cache answers a look-up;
+// no TLS imports; time comes from an injectable clock in seconds.
+//
+// Deliberate divergences from OpenSSL, all documented in the spec:
+// - R11: a cache of size N holds exactly N sessions (OpenSSL's eviction loop leaves N - 1).
+// - R17: flush() returns how many sessions it removed and defaults to now.
+// - R18: the auto-flush test runs once per completed handshake for TLS 1.2 and 1.3 alike (OpenSSL 3
+//   tests once per TLS 1.3 ticket, after incrementing the counter).
+// - R6/R7: an external answer that is not a session, or is a session for another id or protocol
+//   version, is never trusted: it counts as nothing and is not copied in (OpenSSL counts a cb hit,
+//   copies it in, and rejects the version afterwards; it never checks the id).
+import { parseSession, SslSession, withTimes } from "../session/index.js";
 import type { Session } from "../session/types.js";
+import { CachedSession } from "./cached-session.js";
+import { sameBytes } from "./contexts.js";
+import { hasTimeFields, locateId } from "./der-layout.js";
+import { type IndexMemory, NIL, PackedIndex } from "./index-table.js";
+import { parseMode, SessionCacheMode, type SessionCacheModeInput } from "./mode.js";
 
-/** OpenSSL's SSL_SESS_CACHE_* bit values (spec §1). */
-export const SessionCacheMode = {
-  OFF: 0x000,
-  CLIENT: 0x001,
-  SERVER: 0x002,
-  BOTH: 0x003,
-  NO_AUTO_CLEAR: 0x080,
-  NO_INTERNAL_LOOKUP: 0x100,
-  NO_INTERNAL_STORE: 0x200,
-  NO_INTERNAL: 0x300,
-  UPDATE_TIME: 0x400,
-} as const;
+export { SessionCacheMode, type SessionCacheModeInput } from "./mode.js";
 
-/** A mode as a number (0x302) or names: "server,no_auto_clear", "SSL_SESS_CACHE_BOTH", "0x302". */
-export type SessionCacheModeInput = number | string;
+/** R2: SSL_SESSION_CACHE_MAX_SIZE_DEFAULT. */
+export const DEFAULT_CACHE_SIZE = 20480;
+/** R2/R5: OpenSSL 3.x's tls1_default_timeout, what Node 20 really applies. */
+export const DEFAULT_TIMEOUT = 7200;
+/** R4: SSL_MAX_SSL_SESSION_ID_LENGTH. */
+export const MAX_SESSION_ID_LENGTH = 32;
+/** R19: SSL_MAX_SID_CTX_LENGTH. */
+export const MAX_SESSION_ID_CONTEXT_LENGTH = 32;
 
 /** OpenSSL's SSL_CTX_sess_* counters (R20). */
 export interface SessionCacheStats {
@@ -36,6 +48,9 @@ export interface SessionCacheStats {
 
 export type ExternalLookupResult = Session | Uint8Array | undefined | null;
 
+/** Which user callback threw (reported through onError; the cache carries on). */
+export type SessionCacheCallback = "onNewSession" | "onRemoveSession" | "getSession";
+
 export interface SessionCacheOptions {
   mode?: SessionCacheModeInput; // default SERVER (R2)
   cacheSize?: number; // default 20480; 0 = unlimited (R12)
@@ -51,45 +66,539 @@ export interface SessionCacheOptions {
     id: Uint8Array,
     protocolVersion: number,
   ) => ExternalLookupResult | Promise<ExternalLookupResult>;
+  /**
+   * Called when a callback above throws or getSession rejects. The cache is never left half
+   * updated by it: the error is caught, reported here and the operation goes on (a failed
+   * getSession is a miss). Default: process.emitWarning.
+   */
+  onError?: (error: unknown, callback: SessionCacheCallback) => void;
 }
 
 export type Side = "server" | "client";
 
-export declare class SessionCache {
-  constructor(options?: SessionCacheOptions);
-  getMode(): number;
+/** A session id that cannot be a key (R4): over 32 bytes. */
+export class InvalidSessionIdError extends RangeError {
+  override readonly name = "InvalidSessionIdError";
+  readonly code = "ERR_SESSCACHE_SESSION_ID";
+  readonly length: number;
+  constructor(length: number) {
+    super(`session id must be 1..${MAX_SESSION_ID_LENGTH} bytes, got ${length}`);
+    this.length = length;
+  }
+}
+
+/** What memoryUsage() reports. */
+export interface SessionCacheMemory extends IndexMemory {
+  sessions: number;
+}
+
+const M = SessionCacheMode;
+const defaultClock = () => Math.floor(Date.now() / 1000);
+const utf8 = new TextEncoder();
+
+export class SessionCache {
+  private mode: number = M.SERVER;
+  private size = DEFAULT_CACHE_SIZE;
+  private timeout = DEFAULT_TIMEOUT;
+  private sidCtx: Uint8Array = new Uint8Array(0);
+  /** sidCtx interned in the index's context table, so R7's check is an integer compare. */
+  private sidCtxIndex: number;
+  private readonly clock: () => number;
+  private readonly onNew: ((session: Session) => void) | undefined;
+  private readonly onRemove: ((session: Session) => void) | undefined;
+  private readonly getExternal: SessionCacheOptions["getSession"];
+  private readonly onError: SessionCacheOptions["onError"];
+  private readonly index = new PackedIndex();
+  /** The session as put() stored it (UPDATE_TIME and re-encoding may change it). */
+  private stored: Session | undefined;
+  /** Offset of the id in the session prepare() last returned. */
+  private preparedIdOffset = 0;
+
+  private connect = 0;
+  private connectGood = 0;
+  private connectRenegotiate = 0;
+  private accept = 0;
+  private acceptGood = 0;
+  private acceptRenegotiate = 0;
+  private hits = 0;
+  private cbHits = 0;
+  private misses = 0;
+  private timeouts = 0;
+  private cacheFull = 0;
+
+  constructor(options: SessionCacheOptions = {}) {
+    this.clock = options.clock ?? defaultClock;
+    this.onNew = options.onNewSession;
+    this.onRemove = options.onRemoveSession;
+    this.getExternal = options.getSession;
+    this.onError = options.onError;
+    this.sidCtxIndex = this.index.contexts.retain(this.sidCtx);
+    if (options.mode !== undefined) this.setMode(options.mode);
+    this.setCacheSize(options.cacheSize ?? DEFAULT_CACHE_SIZE);
+    if (options.timeout !== undefined) this.setTimeout(options.timeout);
+    if (options.sessionIdContext !== undefined) this.setSessionIdContext(options.sessionIdContext);
+  }
+
+  getMode(): number {
+    return this.mode;
+  }
+
   /** R1: stores the mode unchecked (names are parsed), returns the previous one. */
-  setMode(mode: SessionCacheModeInput): number;
-  getCacheSize(): number;
-  /** R12: returns the previous size; negative → RangeError. */
-  setCacheSize(size: number): number;
-  getTimeout(): number;
-  /** Returns the previous timeout (SSL_CTX_set_timeout). */
-  setTimeout(seconds: number): number;
-  getSessionIdContext(): Uint8Array;
-  /** R19: > 32 bytes → RangeError, old value kept. */
-  setSessionIdContext(ctx: Uint8Array | string): void;
-  /** R10/R11. */
-  addSession(session: Session | Uint8Array): boolean;
-  /** R15. */
-  removeSession(session: Session | Uint8Array): boolean;
-  /** R17: removes sessions expired at t (default now), returns how many. */
-  flush(t?: number): number;
-  /** R6–R9: the session to resume, or undefined. A Promise only when an async getSession was asked. */
-  lookup(id: Uint8Array, protocolVersion: number): Session | undefined | Promise<Session | undefined>;
-  /** R20. */
-  stats(): SessionCacheStats;
-  /** R16: flushes everything, calling the remove callback for each. */
-  close(): void;
-  /** A handshake started (accept/connect +1, R20). */
-  handshakeStarted(side: Side): void;
-  /** A handshake completed (acceptGood/connectGood +1, R20), then the R18 auto-flush check. */
-  handshakeCompleted(side: Side): void;
+  setMode(mode: SessionCacheModeInput): number {
+    const value = parseMode(mode);
+    const prev = this.mode;
+    this.mode = value;
+    return prev;
+  }
+
+  getCacheSize(): number {
+    return this.size;
+  }
+
+  /** R12: returns the previous size; negative → RangeError. Lowering it evicts nothing until the next add. */
+  setCacheSize(size: number): number {
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new RangeError(`cache size must be a non-negative integer (0 = unlimited), got ${size}`);
+    }
+    const prev = this.size;
+    this.size = size;
+    this.index.capacityHint = size;
+    return prev;
+  }
+
+  getTimeout(): number {
+    return this.timeout;
+  }
+
+  /** Returns the previous timeout (SSL_CTX_set_timeout). Applies to new sessions only; 0 = 7200 (R5). */
+  setTimeout(seconds: number): number {
+    if (!Number.isSafeInteger(seconds) || seconds < 0) {
+      throw new RangeError(`timeout must be a non-negative integer of seconds, got ${seconds}`);
+    }
+    const prev = this.timeout;
+    this.timeout = seconds;
+    return prev;
+  }
+
+  getSessionIdContext(): Uint8Array {
+    return this.sidCtx.slice();
+  }
+
+  /** R19: > 32 bytes → RangeError, old value kept. Strings are taken as UTF-8. */
+  setSessionIdContext(ctx: Uint8Array | string): void {
+    const bytes = typeof ctx === "string" ? utf8.encode(ctx) : ctx;
+    if (!(bytes instanceof Uint8Array))
+      throw new TypeError("session id context must be a Uint8Array or a string");
+    if (bytes.length > MAX_SESSION_ID_CONTEXT_LENGTH) {
+      throw new RangeError(
+        `session id context must be at most ${MAX_SESSION_ID_CONTEXT_LENGTH} bytes, got ${bytes.length}`,
+      );
+    }
+    const copy = bytes.slice();
+    const i = this.index.contexts.retain(copy);
+    if (i < 0) throw new RangeError("too many distinct session id contexts in the cache");
+    this.index.contexts.release(this.sidCtxIndex);
+    this.sidCtx = copy;
+    this.sidCtxIndex = i;
+  }
+
+  /**
+   * R10/R11 (SSL_CTX_add_session). True when the session was stored as a new one (or replaced a
+   * different session under its key, silently); false when this very session was already there
+   * (with UPDATE_TIME its time is still refreshed) or it has an empty id, which cannot be a key.
+   * Works whatever the mode, as in OpenSSL.
+   */
+  addSession(session: Session | Uint8Array): boolean {
+    const now = this.clock();
+    return this.put(this.toSession(session, now), now);
+  }
+
+  /**
+   * R15 (SSL_CTX_remove_session): removes the session under its key (true if one was cached).
+   * The remove callback gets this session whenever its id is non-empty, cached or not, so that an
+   * external store drops it too. (OpenSSL also marks the SSL_SESSION not resumable; here a removed
+   * session simply cannot be found any more.)
+   */
+  removeSession(session: Session | Uint8Array): boolean {
+    return this.removeParsed(this.toSession(session, this.clock()));
+  }
+
+  /**
+   * R17 (SSL_CTX_flush_sessions): removes every session expired at t (t > expiry; default now;
+   * 0 removes all), from the tail of the expiry list, calling the remove callback for each.
+   * Returns how many it removed. Counters are unchanged.
+   */
+  flush(t?: number): number {
+    const at = t === undefined ? this.clock() : t;
+    if (typeof at !== "number" || Number.isNaN(at))
+      throw new TypeError(`flush time must be a number, got ${at}`);
+    const idx = this.index;
+    let n = 0;
+    while (idx.tail !== NIL && (at === 0 || at > idx.expiryOf(idx.tail))) {
+      this.drop(idx.tail);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * R6-R9: the session to resume for an id a client offered, or undefined. Returns a Promise only
+   * when the external cache was asked and answered with one. Never throws for what a callback
+   * does (a failing getSession is a miss); throws InvalidSessionIdError for an id over 32 bytes.
+   * An empty id is a miss that counts nothing (no session can have it).
+   */
+  lookup(id: Uint8Array, protocolVersion: number): Session | undefined | Promise<Session | undefined> {
+    const n = id.length;
+    if (n === 0) return undefined;
+    if (n > MAX_SESSION_ID_LENGTH) throw new InvalidSessionIdError(n);
+    if ((this.mode & M.NO_INTERNAL_LOOKUP) === 0) {
+      const idx = this.index;
+      const e = idx.find(id, protocolVersion, idx.hash(id, 0, n, protocolVersion));
+      if (e !== NIL) return this.checkInternal(e);
+      this.misses++;
+    }
+    const get = this.getExternal;
+    if (get === undefined) return undefined;
+    let answer: ExternalLookupResult | Promise<ExternalLookupResult>;
+    try {
+      answer = get(id, protocolVersion);
+    } catch (err) {
+      this.report(err, "getSession");
+      return undefined;
+    }
+    if (isThenable(answer)) {
+      // The id is checked against the answer later: keep our own copy meanwhile.
+      const asked = new Uint8Array(id);
+      return Promise.resolve(answer).then(
+        (v) => this.acceptExternal(asked, protocolVersion, v),
+        (err) => {
+          this.report(err, "getSession");
+          return undefined;
+        },
+      );
+    }
+    return this.acceptExternal(id, protocolVersion, answer);
+  }
+
+  /** R20: a snapshot of the twelve counters. */
+  stats(): SessionCacheStats {
+    return {
+      number: this.index.count,
+      connect: this.connect,
+      connectGood: this.connectGood,
+      connectRenegotiate: this.connectRenegotiate,
+      accept: this.accept,
+      acceptGood: this.acceptGood,
+      acceptRenegotiate: this.acceptRenegotiate,
+      hits: this.hits,
+      cbHits: this.cbHits,
+      misses: this.misses,
+      timeouts: this.timeouts,
+      cacheFull: this.cacheFull,
+    };
+  }
+
+  /**
+   * R16: flushes everything, calling the remove callback for each session, and frees the storage.
+   * Idempotent; the cache stays usable (it is simply empty).
+   */
+  close(): void {
+    this.flush(0);
+    if (this.index.count === 0) this.index.reset();
+  }
+
+  /**
+   * A handshake started: accept/connect +1, or acceptRenegotiate/connectRenegotiate +1 for a
+   * renegotiation (which OpenSSL counts only there) (R20).
+   */
+  handshakeStarted(side: Side, renegotiation = false): void {
+    if (sideBit(side) === M.SERVER) {
+      if (renegotiation) this.acceptRenegotiate++;
+      else this.accept++;
+    } else if (renegotiation) this.connectRenegotiate++;
+    else this.connect++;
+  }
+
+  /**
+   * A handshake completed: the R18 auto-flush check, then acceptGood/connectGood +1 (R20). As in
+   * OpenSSL's ssl_update_cache the counter is tested before it is incremented, so the flush runs
+   * on the 256th, 512th, ... completed handshake of that side when the side's bit is set and
+   * NO_AUTO_CLEAR is not (never with mode OFF). Once per handshake for TLS 1.2 and 1.3 alike.
+   */
+  handshakeCompleted(side: Side): void {
+    const bit = sideBit(side);
+    const good = bit === M.SERVER ? this.acceptGood : this.connectGood;
+    const mode = this.mode;
+    if ((mode & M.NO_AUTO_CLEAR) === 0 && (mode & bit) !== 0 && (good & 0xff) === 0xff) this.flush();
+    if (bit === M.SERVER) this.acceptGood++;
+    else this.connectGood++;
+  }
+
   /**
    * OpenSSL's ssl_update_cache: a new session came out of a handshake (a full TLS 1.2 handshake, or
    * any TLS 1.3 ticket). When the side's mode bit is set: the cache timeout is applied (R5), it is
    * added internally unless NO_INTERNAL_STORE, and the new-session callback always gets it (R14).
-   * Returns the session as stored, or undefined when the mode bit is not set.
+   * Returns the session as stored, or undefined when the mode bit is not set or the id is empty
+   * (nothing is stored and no callback runs, as in OpenSSL).
    */
-  updateCache(session: Session | Uint8Array, side: Side): Session | undefined;
+  updateCache(session: Session | Uint8Array, side: Side): Session | undefined {
+    const bit = sideBit(side);
+    if ((this.mode & bit) === 0) return undefined;
+    const now = this.clock();
+    let s = this.toSession(session, now);
+    if (s.id.length === 0) return undefined;
+    const timeout = this.timeout === 0 ? DEFAULT_TIMEOUT : this.timeout;
+    if (s.timeout !== timeout) s = withTimes(s, { timeout });
+    if ((this.mode & M.NO_INTERNAL_STORE) === 0) {
+      this.put(s, now);
+      s = this.stored!;
+    }
+    const cb = this.onNew;
+    if (cb !== undefined) {
+      try {
+        cb(s);
+      } catch (err) {
+        this.report(err, "onNewSession");
+      }
+    }
+    return s;
+  }
+
+  /** The internal cache's sessions in list order: latest expiry first, the next to be evicted last. */
+  sessions(): Session[] {
+    const out: Session[] = [];
+    for (const e of this.index.entries()) out.push(this.materialize(e));
+    return out;
+  }
+
+  /** Where the internal cache's memory goes (typed arrays, slab chunks, large sessions). */
+  memoryUsage(): SessionCacheMemory {
+    return { sessions: this.index.count, ...this.index.memory() };
+  }
+
+  /** Checks the index's internal invariants; throws on corruption. For tests and debugging. */
+  verifyIntegrity(): void {
+    this.index.verify();
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  /**
+   * R10/R11/R13: SSL_CTX_add_session. Sets this.stored to the session as stored. Everything that
+   * can fail (re-encoding, interning) runs before the index is touched; remove callbacks of evicted
+   * sessions run after it is consistent again, so a callback may safely use the cache.
+   */
+  private put(s: Session, now: number): boolean {
+    const id = s.id;
+    const n = id.length;
+    if (n === 0) {
+      this.stored = s;
+      return false;
+    }
+    if (n > MAX_SESSION_ID_LENGTH) throw new InvalidSessionIdError(n);
+    const ver = s.protocolVersion;
+    const idx = this.index;
+    const h = idx.hash(id, 0, n, ver);
+    const e = idx.find(id, ver, h);
+    const updateTime = (this.mode & M.UPDATE_TIME) !== 0;
+    const t = this.prepare(updateTime ? stamp(s, now) : s);
+    const idOffset = this.preparedIdOffset;
+    this.stored = t;
+    if (e !== NIL && this.isSameSession(e, t, updateTime, now)) {
+      // OpenSSL re-adds the very session to the list: with UPDATE_TIME at its new expiry, and in
+      // any case as the newest of its expiry (SSL_SESSION_list_add).
+      if (!idx.bytesEqual(e, t.der)) idx.replaceBytes(e, t.der, idOffset);
+      idx.relink(e, t.expiresAt);
+      return false;
+    }
+    const ctx = idx.contexts.retain(t.sessionIdContext);
+    if (ctx < 0) {
+      this.report(
+        new RangeError("too many distinct session id contexts; session not cached"),
+        "onNewSession",
+      );
+      return false;
+    }
+    // A different session under the same key is replaced silently: no remove callback (R10, R16).
+    if (e !== NIL) idx.remove(e);
+    let victims: Session[] | undefined;
+    const size = this.size;
+    if (size > 0) {
+      // R10/R11: counted before inserting, so exactly `size` remain; the new session is not in the
+      // index yet and so never the victim.
+      while (idx.count >= size) {
+        const v = idx.tail;
+        if (this.onRemove !== undefined) {
+          victims ??= [];
+          victims.push(this.materialize(v));
+        }
+        idx.remove(v);
+        this.cacheFull++;
+      }
+    }
+    try {
+      idx.insert(t.der, idOffset, ver, ctx, t.expiresAt, h);
+    } catch (err) {
+      idx.contexts.release(ctx);
+      throw err;
+    }
+    if (victims !== undefined) for (const v of victims) this.fireRemove(v);
+    return true;
+  }
+
+  /** "The same session": same key and same bytes; under UPDATE_TIME, same bytes but for the time. */
+  private isSameSession(e: number, t: Session, updateTime: boolean, now: number): boolean {
+    if (this.index.bytesEqual(e, t.der)) return true;
+    if (!updateTime) return false;
+    const old = stamp(this.materialize(e), now);
+    return sameBytes(this.prepare(old).der, t.der);
+  }
+
+  /**
+   * Makes sure the stored bytes decode back to the same session: the id must be where locateId
+   * finds it and [1] time / [2] timeout must be present (absent, a later decode would read
+   * "time = now, timeout = 3 s"). Sessions from Node always qualify; others are re-encoded once.
+   */
+  private prepare(s: Session): Session {
+    let off = locateId(s.der);
+    if (off < 0 || !hasTimeFields(s.der, off)) {
+      s = withTimes(s, { time: s.time, timeout: s.timeout });
+      off = locateId(s.der);
+      if (off < 0) throw new TypeError("session DER has no session id where an SSL_SESSION has one");
+    }
+    this.preparedIdOffset = off;
+    return s;
+  }
+
+  /** R7 on an internal hit. */
+  private checkInternal(e: number): Session | undefined {
+    const idx = this.index;
+    // Protocol version is part of the key, so it matches. Another context: a plain miss (R7).
+    if (idx.contextOf(e) !== this.sidCtxIndex) return undefined;
+    if (this.clock() > idx.expiryOf(e)) {
+      this.timeouts++;
+      this.drop(e);
+      return undefined;
+    }
+    this.hits++;
+    return this.materialize(e);
+  }
+
+  /** R6/R7 on what the external cache answered. Never throws. */
+  private acceptExternal(id: Uint8Array, ver: number, answer: ExternalLookupResult): Session | undefined {
+    try {
+      if (answer == null) return undefined;
+      const now = this.clock();
+      let s: Session;
+      try {
+        // Our own copy: the store's buffer may be reused, and nothing it says is trusted unchecked.
+        if (answer instanceof Uint8Array) s = parseSession(new Uint8Array(answer), { now });
+        else if (answer instanceof SslSession || answer instanceof CachedSession) s = answer;
+        else if (typeof answer === "object" && answer.der instanceof Uint8Array) {
+          s = parseSession(new Uint8Array(answer.der), { now });
+        } else return undefined;
+      } catch {
+        return undefined;
+      }
+      if (s.protocolVersion !== ver || !sameBytes(s.id, id)) return undefined;
+      this.cbHits++;
+      if ((this.mode & M.NO_INTERNAL_STORE) === 0) {
+        // Copied in before the R7 checks, as OpenSSL does: with UPDATE_TIME this refreshes the
+        // session's time, an expired one goes in and comes out again just below.
+        this.put(s, now);
+        s = this.stored!;
+      }
+      if (!sameBytes(s.sessionIdContext, this.sidCtx)) return undefined;
+      if (now > s.expiresAt) {
+        this.timeouts++;
+        this.removeParsed(s);
+        return undefined;
+      }
+      this.hits++;
+      return s;
+    } catch (err) {
+      this.report(err, "getSession");
+      return undefined;
+    }
+  }
+
+  private removeParsed(s: Session): boolean {
+    const id = s.id;
+    const n = id.length;
+    if (n === 0) return false;
+    if (n > MAX_SESSION_ID_LENGTH) throw new InvalidSessionIdError(n);
+    const idx = this.index;
+    const e = idx.find(id, s.protocolVersion, idx.hash(id, 0, n, s.protocolVersion));
+    if (e !== NIL) idx.remove(e);
+    this.fireRemove(s);
+    return e !== NIL;
+  }
+
+  /** Removes entry e with the remove callback (R16). */
+  private drop(e: number): void {
+    if (this.onRemove === undefined) {
+      this.index.remove(e);
+      return;
+    }
+    const s = this.materialize(e);
+    this.index.remove(e);
+    this.fireRemove(s);
+  }
+
+  /** A Session over a fresh copy of entry e's bytes (the slab slot will be reused), decoded lazily. */
+  private materialize(e: number): Session {
+    const idx = this.index;
+    return new CachedSession(idx.copyBytes(e), idx.versionOf(e), idx.expiryOf(e));
+  }
+
+  private toSession(input: Session | Uint8Array, now: number): Session {
+    // Both were decoded and checked by sesscache; any other object is a stranger.
+    if (input instanceof SslSession || input instanceof CachedSession) return input;
+    if (input instanceof Uint8Array) return parseSession(input, { now });
+    // Another Session implementation: only its bytes are taken, decoded here.
+    if (input !== null && typeof input === "object" && input.der instanceof Uint8Array) {
+      return parseSession(input.der, { now });
+    }
+    throw new TypeError("expected a Session or its DER bytes");
+  }
+
+  private fireRemove(s: Session): void {
+    const cb = this.onRemove;
+    if (cb === undefined) return;
+    try {
+      cb(s);
+    } catch (err) {
+      this.report(err, "onRemoveSession");
+    }
+  }
+
+  private report(err: unknown, where: SessionCacheCallback): void {
+    const handler = this.onError;
+    if (handler !== undefined) {
+      try {
+        handler(err, where);
+      } catch {
+        // An error handler that throws has nowhere left to report to.
+      }
+      return;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    process.emitWarning(`sesscache: ${where} failed: ${message}`, "SessionCacheWarning");
+  }
+}
+
+function sideBit(side: Side): number {
+  if (side === "server") return M.SERVER;
+  if (side === "client") return M.CLIENT;
+  throw new TypeError(`side must be "server" or "client", got ${String(side)}`);
+}
+
+/** UPDATE_TIME: the session with its start time set to now (whole seconds, as OpenSSL's time). */
+function stamp(s: Session, now: number): Session {
+  const t = Math.floor(now);
+  return s.time === t ? s : withTimes(s, { time: t });
+}
+
+function isThenable(v: unknown): v is PromiseLike<ExternalLookupResult> {
+  return v !== null && typeof v === "object" && typeof (v as { then?: unknown }).then === "function";
 }

@@ -38,6 +38,6 @@ export interface Session {
   readonly maxEarlyData: number;
   /** Key-exchange group id (e.g. 0x001d = x25519), when present. */
   readonly group: number | undefined;
-  /** time <= t <= expiresAt, i.e. not expired at t (R5: expired only when t > expiresAt). */
+  /** True when t > expiresAt (R5: expired only strictly after time + timeout). */
   isExpiredAt(t: number): boolean;
 }

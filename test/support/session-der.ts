@@ -7,20 +7,28 @@ export interface SessionFields {
   cipherId?: number; // 0xc02f
   id?: Uint8Array;
   masterKey?: Uint8Array;
-  time?: number; // omitted when null
+  keyArg?: Uint8Array; // [0] IMPLICIT, an SSLv2 leftover
+  time?: number; // omitted when undefined
   timeout?: number | null; // omitted when null
   peerCertificate?: Uint8Array; // raw DER of a certificate (a SEQUENCE)
   sessionIdContext?: Uint8Array;
   verifyResult?: number;
   hostname?: string;
+  pskIdentityHint?: string;
+  pskIdentity?: string;
   ticketLifetimeHint?: number;
   ticket?: Uint8Array;
+  compId?: Uint8Array; // 1 byte in a valid session
+  srpUsername?: string;
   flags?: number; // 1 = extended master secret
   ticketAgeAdd?: number;
   maxEarlyData?: number;
   alpn?: string;
+  maxFragmentLengthMode?: number;
+  ticketAppData?: Uint8Array;
   group?: number;
-  /** Extra [n] EXPLICIT fields appended after the known ones (n > 20 is "unknown"). */
+  peerRpk?: Uint8Array;
+  /** Extra [n] EXPLICIT fields appended after the known ones (n > 20 is "unknown"; n ≥ 31 uses the high-tag form). */
   extra?: { tag: number; content: Uint8Array }[];
 }
 
@@ -54,6 +62,14 @@ export function intBytes(v: number): Uint8Array {
 export const integer = (v: number) => tlv(0x02, intBytes(v));
 export const octets = (b: Uint8Array) => tlv(0x04, b);
 export const explicit = (n: number, inner: Uint8Array) => tlv(0xa0 | n, inner);
+/** [n] EXPLICIT for any tag number, in the high-tag-number form from 31 on. */
+export function explicitAny(n: number, inner: Uint8Array): Uint8Array {
+  if (n < 31) return explicit(n, inner);
+  const num: number[] = [n & 0x7f];
+  for (let x = Math.floor(n / 128); x > 0; x = Math.floor(x / 128)) num.unshift(0x80 | (x & 0x7f));
+  const t = tlv(0, inner);
+  return concat([Uint8Array.of(0xbf, ...num), t.subarray(1)]);
+}
 export const sequence = (...parts: Uint8Array[]) => tlv(0x30, concat(parts));
 
 export function concat(parts: Uint8Array[]): Uint8Array {
@@ -89,19 +105,27 @@ export function buildSessionDer(f: SessionFields = {}): Uint8Array {
     octets(f.id ?? newId()),
     octets(f.masterKey ?? new Uint8Array(48).fill(0x5a)),
   ];
+  if (f.keyArg) parts.push(tlv(0x80, f.keyArg));
   if (f.time !== undefined) parts.push(explicit(1, integer(f.time)));
   if (f.timeout !== null) parts.push(explicit(2, integer(f.timeout ?? 7200)));
   if (f.peerCertificate) parts.push(explicit(3, f.peerCertificate));
   parts.push(explicit(4, octets(f.sessionIdContext ?? new Uint8Array(0))));
   if (f.verifyResult !== undefined) parts.push(explicit(5, integer(f.verifyResult)));
   if (f.hostname !== undefined) parts.push(explicit(6, octets(enc.encode(f.hostname))));
+  if (f.pskIdentityHint !== undefined) parts.push(explicit(7, octets(enc.encode(f.pskIdentityHint))));
+  if (f.pskIdentity !== undefined) parts.push(explicit(8, octets(enc.encode(f.pskIdentity))));
   if (f.ticketLifetimeHint !== undefined) parts.push(explicit(9, integer(f.ticketLifetimeHint)));
   if (f.ticket) parts.push(explicit(10, octets(f.ticket)));
+  if (f.compId) parts.push(explicit(11, octets(f.compId)));
+  if (f.srpUsername !== undefined) parts.push(explicit(12, octets(enc.encode(f.srpUsername))));
   if (f.flags !== undefined) parts.push(explicit(13, integer(f.flags)));
   if (f.ticketAgeAdd !== undefined) parts.push(explicit(14, integer(f.ticketAgeAdd)));
   if (f.maxEarlyData !== undefined) parts.push(explicit(15, integer(f.maxEarlyData)));
   if (f.alpn !== undefined) parts.push(explicit(16, octets(enc.encode(f.alpn))));
+  if (f.maxFragmentLengthMode !== undefined) parts.push(explicit(17, integer(f.maxFragmentLengthMode)));
+  if (f.ticketAppData) parts.push(explicit(18, octets(f.ticketAppData)));
   if (f.group !== undefined) parts.push(explicit(19, integer(f.group)));
-  for (const e of f.extra ?? []) parts.push(explicit(e.tag, e.content));
+  if (f.peerRpk) parts.push(explicit(20, octets(f.peerRpk)));
+  for (const e of f.extra ?? []) parts.push(explicitAny(e.tag, e.content));
   return sequence(...parts);
 }

@@ -1,0 +1,404 @@
+// The client session cache (spec §8, R21–R23): OpenSSL stores client sessions but leaves choosing
+// one to the application; this is the chooser. Sessions live in the engine (mode CLIENT: size cap,
+// expiry order, flush, counters, remove callback); this class layers identity → sessions on top and
+// keeps that map consistent through the engine's remove callback, so eviction, flush and expiry in
+// the engine drop the identity's references too.
+import { X509Certificate } from "node:crypto";
+import tls from "node:tls";
+import { SessionCache, type SessionCacheStats } from "../engine/index.js";
+import { parseSession, type Session, SessionDecodeError, withTimes } from "../session/index.js";
+import { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
+import type { ClientSessionEntry, ClientSessionPersistence } from "./persistence.js";
+
+const TLS1_3 = 0x0304;
+/** RFC 8446 §4.6.1: ticket lifetimes are capped at 7 days; sesscache applies it to every session. */
+export const MAX_SESSION_LIFETIME = 604800;
+const DEFAULT_TIMEOUT = 7200;
+
+export interface ClientSessionCacheOptions {
+  /** Most sessions held in all (engine cache size, R12; 0 = unlimited). Default 1024. */
+  cacheSize?: number;
+  /**
+   * Seconds a session is kept at most (default 7200, OpenSSL's): it replaces the session's own
+   * timeout as SSL_CTX_set_timeout does for sessions OpenSSL makes, then the ticket lifetime hint
+   * and the 7-day cap can only shorten it.
+   */
+  timeout?: number;
+  /** TLS 1.3 tickets kept per identity, oldest dropped first (default 4). */
+  ticketsPerIdentity?: number;
+  /** Seconds since the epoch (default Date.now()/1000). */
+  clock?: () => number;
+  /**
+   * Check a resumed connection's certificate against the name asked for (default true). Node 20
+   * skips its own check on resumption, so this is what stops a session offered to the wrong name.
+   */
+  verifyResumedIdentity?: boolean;
+  /** Where `load()` and `save()` read and write the sessions. */
+  persistence?: ClientSessionPersistence;
+}
+
+/** A resumed connection whose certificate is not valid for the name asked for. */
+export class ResumedIdentityError extends Error {
+  override readonly name = "ResumedIdentityError";
+  readonly code = "ERR_SESSCACHE_RESUMED_IDENTITY";
+  readonly hostname: string;
+
+  constructor(hostname: string, cause: Error) {
+    super(`resumed TLS session's certificate is not valid for "${hostname}": ${cause.message}`, { cause });
+    this.hostname = hostname;
+  }
+}
+
+/** What `prepare()` decided for one connection: pass `options` to tls.connect, then `attach()`. */
+export interface ClientConnectPlan<T extends IdentityOptions = IdentityOptions> {
+  readonly identity: ClientIdentity;
+  /** The session offered, taken from the cache; undefined for a full handshake. */
+  readonly session: Session | undefined;
+  /** The caller's options, with `session` set when one is offered. */
+  readonly options: T;
+}
+
+function engineKey(s: Session): string {
+  return `${s.protocolVersion}:${Buffer.from(s.id.buffer, s.id.byteOffset, s.id.byteLength).toString("hex")}`;
+}
+
+/**
+ * The certificate a resumed connection stands on. On a resumed client connection Node 20's
+ * getPeerCertificate() is empty (it reads the peer chain, which a session does not keep), so the
+ * certificate comes from the session in use, as OpenSSL keeps it ([3] peer certificate).
+ */
+function resumedPeerCertificate(socket: tls.TLSSocket, offered: Session | undefined): tls.PeerCertificate | undefined {
+  const live = socket.getPeerCertificate(true);
+  if (live && Object.keys(live).length > 0) return live;
+  const der = socket.getSession();
+  let session = offered;
+  if (der) {
+    try {
+      session = parseSession(der);
+    } catch {
+      // fall back to the offered session
+    }
+  }
+  const raw = session?.peerCertificate;
+  if (!raw) return undefined;
+  return new X509Certificate(raw).toLegacyObject();
+}
+
+/**
+ * An error from OpenSSL (which then sends a fatal alert, or received one: Node decorates these with
+ * `library`, e.g. "SSL routines", or "Provider routines" for a record that fails to decrypt) or
+ * from Node's TLS layer (ERR_TLS_*, e.g. a failed certificate check).
+ */
+function isTlsError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { code?: unknown; library?: unknown };
+  if (typeof e.library === "string") return true;
+  return typeof e.code === "string" && /^ERR_(SSL|OSSL|TLS)_/.test(e.code);
+}
+
+function checkCount(name: string, v: number | undefined, min: number): void {
+  if (v !== undefined && !(Number.isSafeInteger(v) && v >= min)) {
+    throw new RangeError(`ClientSessionCache: ${name} must be an integer >= ${min}`);
+  }
+}
+
+export class ClientSessionCache {
+  /** The engine holding the sessions (mode CLIENT). */
+  readonly engine: SessionCache;
+  readonly #clock: () => number;
+  readonly #ticketsPerIdentity: number;
+  readonly #verifyResumed: boolean;
+  readonly #persistence: ClientSessionPersistence | undefined;
+  /** identity key → its sessions, oldest first. */
+  readonly #byIdentity = new Map<string, Session[]>();
+  /** engine key (version:id) → identity key. */
+  readonly #owner = new Map<string, string>();
+  /** Identities that must not be persisted (they name a process-local secureContext). */
+  readonly #local = new Set<string>();
+  #hits = 0;
+  #misses = 0;
+  #timeouts = 0;
+  #saving: Promise<void> = Promise.resolve();
+
+  constructor(options: ClientSessionCacheOptions = {}) {
+    checkCount("cacheSize", options.cacheSize, 0);
+    checkCount("timeout", options.timeout, 1);
+    checkCount("ticketsPerIdentity", options.ticketsPerIdentity, 1);
+    if (options.clock !== undefined && typeof options.clock !== "function") {
+      throw new TypeError("ClientSessionCache: clock must be a function");
+    }
+    this.#clock = options.clock ?? (() => Math.floor(Date.now() / 1000));
+    this.#ticketsPerIdentity = options.ticketsPerIdentity ?? 4;
+    this.#verifyResumed = options.verifyResumedIdentity !== false;
+    this.#persistence = options.persistence;
+    this.engine = new SessionCache({
+      mode: "client",
+      cacheSize: options.cacheSize ?? 1024,
+      timeout: options.timeout ?? DEFAULT_TIMEOUT,
+      clock: this.#clock,
+      onRemoveSession: (s) => this.#forget(s),
+    });
+  }
+
+  /** The identity a connection with these options has (R21). */
+  identity(options: IdentityOptions): ClientIdentity {
+    return clientIdentity(options);
+  }
+
+  /**
+   * Chooses the session to offer for a connection. A TLS 1.3 ticket is removed as it is taken
+   * (single use, R22); a TLS 1.2 session stays until it expires or fails. An explicit
+   * `options.session` is respected and nothing is taken.
+   */
+  prepare<T extends IdentityOptions>(options: T): ClientConnectPlan<T> {
+    const identity = clientIdentity(options);
+    if (options.session) return { identity, session: undefined, options };
+    const session = this.take(identity);
+    if (!session) return { identity, session: undefined, options };
+    const der = Buffer.from(session.der.buffer, session.der.byteOffset, session.der.byteLength);
+    return { identity, session, options: { ...options, session: der } };
+  }
+
+  /** The newest usable session for an identity, removing it if it is a TLS 1.3 ticket. */
+  take(identity: ClientIdentity | string): Session | undefined {
+    const key = typeof identity === "string" ? identity : identity.key;
+    const list = this.#byIdentity.get(key);
+    if (!list) return undefined;
+    const now = this.#clock();
+    for (const s of [...list].reverse()) {
+      if (now > s.expiresAt) {
+        this.#timeouts++;
+        this.#drop(s);
+        continue;
+      }
+      if (s.protocolVersion === TLS1_3) this.#drop(s);
+      return s;
+    }
+    return undefined;
+  }
+
+  /**
+   * Stores a session for an identity (what `attach()` does with each `'session'` event). Expiry is
+   * time + min(timeout, ticket lifetime hint), at most 7 days; a TLS 1.3 ticket with lifetime 0,
+   * an expired or undecodable session, or one without an id is not stored. Returns it as stored.
+   */
+  add(identity: ClientIdentity | string, session: Uint8Array | Session): Session | undefined {
+    let s: Session;
+    try {
+      s = session instanceof Uint8Array ? parseSession(session, { now: this.#clock() }) : session;
+    } catch (err) {
+      if (err instanceof SessionDecodeError) return undefined;
+      throw err;
+    }
+    if (s.id.length === 0) return undefined;
+    const timeout = this.#lifetime(s);
+    if (timeout === undefined) return undefined;
+    if (s.timeout !== timeout) s = withTimes(s, { timeout });
+    if (this.#clock() > s.expiresAt) return undefined;
+
+    const key = typeof identity === "string" ? identity : identity.key;
+    const k = engineKey(s);
+    // The same session filed again (e.g. a resumed TLS 1.2 session read back): keep one entry.
+    if (this.#owner.has(k)) this.#detach(s);
+    // addSession (SSL_CTX_add_session), not updateCache: updateCache would put the cache timeout
+    // back, and a client session's lifetime also depends on the ticket hint and the 7-day cap.
+    this.engine.addSession(s);
+    const stored = s;
+    this.#owner.set(k, key);
+    let list = this.#byIdentity.get(key);
+    if (!list) {
+      list = [];
+      this.#byIdentity.set(key, list);
+    }
+    list.push(stored);
+    if (typeof identity !== "string" && !identity.persistable) this.#local.add(key);
+
+    if (stored.protocolVersion === TLS1_3) {
+      // Keep the newest few tickets.
+      const tickets = list.filter((x) => x.protocolVersion === TLS1_3);
+      for (let i = 0; i < tickets.length - this.#ticketsPerIdentity; i++) this.#drop(tickets[i]!);
+    } else {
+      // R22: in CLIENT mode a new TLS 1.2 session (or renewed ticket) replaces the old one.
+      for (const x of list.filter((x) => x !== stored && x.protocolVersion !== TLS1_3)) this.#drop(x);
+    }
+    return stored;
+  }
+
+  /** Removes a session (R23: it failed). True if it was cached. */
+  remove(session: Session): boolean {
+    const had = this.#owner.has(engineKey(session));
+    this.#drop(session);
+    return had;
+  }
+
+  /** The sessions held for an identity, oldest first (a copy; nothing is taken). */
+  sessions(identity: ClientIdentity | string): Session[] {
+    return [...(this.#byIdentity.get(typeof identity === "string" ? identity : identity.key) ?? [])];
+  }
+
+  /**
+   * Wires a socket made from `plan.options` to the cache. Call it in the same tick as tls.connect:
+   * Node only reports sessions to a `'session'` listener present before the handshake.
+   */
+  attach(socket: tls.TLSSocket, plan: ClientConnectPlan): void {
+    const { identity, session: offered, options } = plan;
+    const received: Session[] = [];
+    let failed = false;
+    this.engine.handshakeStarted("client");
+
+    socket.on("session", (der: Buffer) => {
+      if (failed) return;
+      const s = this.add(identity, der);
+      if (s) received.push(s);
+    });
+
+    // Prepended so the check runs before any application listener sees the connection.
+    socket.prependOnceListener("secureConnect", () => {
+      const reused = socket.isSessionReused();
+      if (reused && this.#verifyResumed && !options.pskCallback) {
+        const err = this.#checkResumed(socket, plan);
+        if (err) {
+          failed = true;
+          if (offered) this.#drop(offered);
+          if (options.rejectUnauthorized !== false) {
+            socket.destroy(err);
+            return;
+          }
+          // As Node does for a full handshake with rejectUnauthorized: false.
+          socket.authorized = false;
+          socket.authorizationError = err.code as unknown as Error;
+        }
+      }
+      this.engine.handshakeCompleted("client");
+      if (reused) this.#hits++;
+      else this.#misses++;
+      if (reused && !failed && socket.getProtocol() !== "TLSv1.3") {
+        // A TLS 1.2 server may renew the ticket inside a resumed handshake; OpenSSL emits no new
+        // session for it, so Node has no 'session' event. The renewed session is the socket's now.
+        const der = socket.getSession();
+        if (der) {
+          const s = this.add(identity, der);
+          if (s && (!offered || engineKey(s) !== engineKey(offered))) received.push(s);
+        }
+      }
+    });
+
+    // R23: a connection that fails during its handshake (fatal alert sent or received, failed
+    // verification, reset) loses the session it offered; one that fails later with a TLS error
+    // (a fatal alert) also loses the sessions it brought. Other errors after a good handshake
+    // (the application's destroy(err), a reset, undici closing a finished connection with an
+    // error) say nothing against the session and keep it, as a clean close does. Node gives a
+    // client no way to tell a close_notify from a bare TCP FIN (both are 'end', then a close
+    // without error), so OpenSSL's truncation guard cannot be applied.
+    let secured = false;
+    socket.once("secureConnect", () => {
+      secured = true;
+    });
+    socket.once("close", (hadError: boolean) => {
+      const err = socket.errored;
+      if (!hadError && !err) return;
+      if (secured && !isTlsError(err)) return;
+      failed = true;
+      if (offered) this.#drop(offered);
+      for (const s of received) this.#drop(s);
+    });
+  }
+
+  /** R20 counters. `hits`: resumed handshakes; `misses`: completed full ones; `timeouts`: expired when chosen. */
+  stats(): SessionCacheStats {
+    const st = this.engine.stats();
+    return { ...st, hits: this.#hits, misses: this.#misses, timeouts: st.timeouts + this.#timeouts };
+  }
+
+  /** Removes sessions expired at t (default now), returns how many (R17). */
+  flush(t?: number): number {
+    return this.engine.flush(t);
+  }
+
+  /** Every session held, with its identity, except expired and process-local ones. */
+  entries(): ClientSessionEntry[] {
+    const now = this.#clock();
+    const out: ClientSessionEntry[] = [];
+    for (const [identity, list] of this.#byIdentity) {
+      if (this.#local.has(identity)) continue;
+      for (const s of list) if (now <= s.expiresAt) out.push({ identity, session: s.der });
+    }
+    return out;
+  }
+
+  /** Adds what the persistence holds; returns how many sessions were taken in. */
+  async load(): Promise<number> {
+    if (!this.#persistence) return 0;
+    let n = 0;
+    for (const e of await this.#persistence.load()) {
+      if (typeof e?.identity === "string" && e.session instanceof Uint8Array && this.add(e.identity, e.session)) {
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Writes the current sessions to the persistence (saves are serialised, the last one wins). */
+  save(): Promise<void> {
+    const p = this.#persistence;
+    if (!p) return Promise.resolve();
+    const run = () => p.save(this.entries());
+    this.#saving = this.#saving.then(run, run);
+    return this.#saving;
+  }
+
+  /** Drops every session (remove callback for each, R16). */
+  close(): void {
+    this.engine.close();
+    this.#byIdentity.clear();
+    this.#owner.clear();
+    this.#local.clear();
+  }
+
+  #lifetime(s: Session): number | undefined {
+    const hint = s.ticketLifetimeHint;
+    // R22: a TLS 1.3 ticket with lifetime 0 must not be used; in TLS 1.2 0 means "unspecified".
+    if (hint === 0 && s.protocolVersion === TLS1_3) return undefined;
+    let t = this.engine.getTimeout() || DEFAULT_TIMEOUT;
+    if (hint !== undefined && hint > 0) t = Math.min(t, hint);
+    return Math.min(t, MAX_SESSION_LIFETIME);
+  }
+
+  #checkResumed(socket: tls.TLSSocket, plan: ClientConnectPlan): ResumedIdentityError | undefined {
+    const name = plan.identity.checkName;
+    const check = plan.options.checkServerIdentity ?? tls.checkServerIdentity;
+    let err: Error | undefined;
+    try {
+      const cert = resumedPeerCertificate(socket, plan.session);
+      err = cert ? check(name, cert) : new Error("the resumed session carries no peer certificate");
+    } catch (e) {
+      err = e instanceof Error ? e : new Error(String(e));
+    }
+    return err ? new ResumedIdentityError(name, err) : undefined;
+  }
+
+  /** Removes from the engine; the remove callback detaches it here (done directly too, idempotent). */
+  #drop(s: Session): void {
+    this.engine.removeSession(s);
+    this.#detach(s);
+  }
+
+  #forget(s: Session): void {
+    this.#detach(s);
+  }
+
+  #detach(s: Session): void {
+    const k = engineKey(s);
+    const owner = this.#owner.get(k);
+    if (owner === undefined) return;
+    this.#owner.delete(k);
+    const list = this.#byIdentity.get(owner);
+    if (!list) return;
+    const i = list.findIndex((x) => engineKey(x) === k);
+    if (i !== -1) list.splice(i, 1);
+    if (list.length === 0) {
+      this.#byIdentity.delete(owner);
+      this.#local.delete(owner);
+    }
+  }
+}

@@ -1,0 +1,23 @@
+// tls.connect with the client cache choosing the session to offer and learning the ones issued.
+import tls from "node:tls";
+import type { ClientSessionCache } from "./client-cache.js";
+
+export type CachedConnectionOptions = tls.ConnectionOptions & {
+  /** The cache sessions come from and go to. */
+  cache: ClientSessionCache;
+};
+
+/**
+ * Like tls.connect(options), with sessions from `options.cache` (R21–R23): the session offered is
+ * one verified for this exact identity, TLS 1.3 tickets are used once, new and renewed sessions
+ * are stored, a failed connection loses its session, and a resumed connection's certificate is
+ * checked against the name (a mismatch destroys the socket with a ResumedIdentityError).
+ */
+export function connect(options: CachedConnectionOptions, secureConnectListener?: () => void): tls.TLSSocket {
+  const { cache, ...rest } = options;
+  if (!cache) throw new TypeError("connect: options.cache is required");
+  const plan = cache.prepare(rest);
+  const socket = tls.connect(plan.options, secureConnectListener);
+  cache.attach(socket, plan);
+  return socket;
+}

@@ -1,0 +1,19 @@
+// The client side (spec §8): a session chooser for tls.connect, https.Agent and undici.
+export {
+  type ClientConnectPlan,
+  ClientSessionCache,
+  type ClientSessionCacheOptions,
+  MAX_SESSION_LIFETIME,
+  ResumedIdentityError,
+} from "./client-cache.js";
+export { type CachedConnectionOptions, connect } from "./connect.js";
+export { CachedHttpsAgent, type CachedAgentOptions, createHttpsAgent } from "./https-agent.js";
+export { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
+export type { ClientSessionEntry, ClientSessionPersistence } from "./persistence.js";
+export {
+  type UndiciConnectCallback,
+  type UndiciConnectOptions,
+  type UndiciConnector,
+  type UndiciConnectorOptions,
+  undiciConnector,
+} from "./undici.js";

@@ -1,0 +1,112 @@
+// A connector for undici 7's `new Agent({ connect })` (also Client and Pool) with sessions from a
+// ClientSessionCache. undici's own connector keys sessions by server name only, keeps them behind
+// WeakRefs and offers one TLS 1.3 ticket to every connection. This one is written against undici's
+// documented connector contract and needs nothing from undici at runtime (an optional peer): the
+// types below mirror `buildConnector.Options` / `Callback` structurally.
+import net from "node:net";
+import tls from "node:tls";
+import { ClientSessionCache } from "./client-cache.js";
+import { servernameFromHost } from "./identity.js";
+
+/** What undici passes to a connector (buildConnector.Options). */
+export interface UndiciConnectOptions {
+  hostname: string;
+  host?: string;
+  protocol: string;
+  port: string;
+  servername?: string;
+  localAddress?: string | null;
+  socketPath?: string | null;
+  httpSocket?: net.Socket;
+}
+
+export type UndiciConnectCallback = (...args: [null, net.Socket | tls.TLSSocket] | [Error, null]) => void;
+
+export type UndiciConnector = (options: UndiciConnectOptions, callback: UndiciConnectCallback) => void;
+
+export type UndiciConnectorOptions = tls.ConnectionOptions & {
+  /** Where sessions come from; default: a new ClientSessionCache for this connector. */
+  cache?: ClientSessionCache;
+  /** Offer h2 in ALPN (undici's `allowH2`). Default false. */
+  allowH2?: boolean;
+  /** Connect timeout in ms (undici's `connect.timeout`), default 10000; 0 = none. */
+  timeout?: number | null;
+  socketPath?: string | null;
+  keepAlive?: boolean | null;
+  keepAliveInitialDelay?: number | null;
+};
+
+function connectTimeoutError(hostname: string, port: string | number, ms: number): Error {
+  // undici's ConnectTimeoutError carries this code; retry logic keys on it.
+  return Object.assign(
+    new Error(`Connect Timeout Error (attempted address: ${hostname}:${port}, timeout: ${ms}ms)`),
+    { name: "ConnectTimeoutError", code: "UND_ERR_CONNECT_TIMEOUT" },
+  );
+}
+
+/**
+ * `new undici.Agent({ connect: undiciConnector({ cache, ca, ... }) })`: every https connection
+ * offers a session verified for its exact identity, and learns the ones issued (R21–R23).
+ */
+export function undiciConnector(options: UndiciConnectorOptions = {}): UndiciConnector {
+  const { cache: given, allowH2, timeout, socketPath, keepAlive, keepAliveInitialDelay, ...tlsOptions } =
+    options;
+  const cache = given ?? new ClientSessionCache();
+  const connectTimeout = timeout ?? 10_000;
+  const alpn = allowH2 ? ["http/1.1", "h2"] : ["http/1.1"];
+
+  return (opts, callback) => {
+    let socket: net.Socket | tls.TLSSocket;
+    const https = opts.protocol === "https:";
+    if (https) {
+      const port = opts.port || 443;
+      const servername = opts.servername || tlsOptions.servername || servernameFromHost(opts.host);
+      const plan = cache.prepare({
+        ...tlsOptions,
+        servername,
+        localAddress: opts.localAddress ?? undefined,
+        ALPNProtocols: alpn,
+        socket: opts.httpSocket,
+        path: socketPath ?? undefined,
+        port: Number(port),
+        host: opts.hostname,
+      });
+      const tlsSocket = tls.connect(plan.options);
+      cache.attach(tlsSocket, plan);
+      socket = tlsSocket;
+    } else {
+      socket = net.connect({
+        ...(tlsOptions as net.TcpNetConnectOpts),
+        ...(socketPath ? { path: socketPath } : {}),
+        localAddress: opts.localAddress ?? undefined,
+        port: Number(opts.port || 80),
+        host: opts.hostname,
+      });
+    }
+    if (keepAlive !== false) socket.setKeepAlive(true, keepAliveInitialDelay ?? 60_000);
+    socket.setNoDelay(true);
+
+    let cb: UndiciConnectCallback | undefined = callback;
+    let timer: NodeJS.Timeout | undefined;
+    if (connectTimeout > 0) {
+      timer = setTimeout(() => {
+        socket.destroy(connectTimeoutError(opts.hostname, opts.port, connectTimeout));
+      }, connectTimeout);
+      timer.unref();
+    }
+    const done = (err: Error | null) => {
+      if (timer) clearTimeout(timer);
+      const f = cb;
+      cb = undefined;
+      if (!f) return;
+      if (err) f(err, null);
+      else f(null, socket);
+    };
+    socket.once(https ? "secureConnect" : "connect", () => {
+      // The cache's own secureConnect check runs first and may have destroyed the socket.
+      if (!socket.destroyed) done(null);
+    });
+    socket.on("error", (err) => done(err));
+    socket.once("close", () => done(new Error("socket closed before the connection was established")));
+  };
+}

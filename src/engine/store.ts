@@ -1,0 +1,28 @@
+// The store contract: a shared place for sessions outside this process (node:cluster primary,
+// Redis, a file). Stores enter the engine only through its external-cache callbacks (R6, R14, R16);
+// the engine never awaits a store except in lookup's external step.
+
+/** What a stored session is filed under. Stores turn it into their own key format. */
+export interface StoreKey {
+  /** "server" sessions are looked up by id; "client" sessions belong to the client cache. */
+  readonly namespace: "server" | "client";
+  readonly protocolVersion: number;
+  /** The session-id context (server) or a client identity hash (client), 0..32 bytes. */
+  readonly context: Uint8Array;
+  /** The session id (1..32 bytes). */
+  readonly id: Uint8Array;
+}
+
+/**
+ * A handful of async methods. Values are opaque bytes (sealed DER); stores must treat what they
+ * read back as untrusted: the caller decrypts, parses and checks it against the key it asked for.
+ */
+export interface SessionStore {
+  get(key: StoreKey): Promise<Uint8Array | undefined>;
+  /** Store until `expiresAt` (epoch seconds); an entry already expired is not stored. */
+  set(key: StoreKey, value: Uint8Array, expiresAt: number): Promise<void>;
+  delete(key: StoreKey): Promise<void>;
+  /** Atomic get-and-delete: a single-use TLS 1.3 ticket can be taken once across the fleet. */
+  take(key: StoreKey): Promise<Uint8Array | undefined>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,722 @@
+// The server adapter: makes any Node TLS server (tls, https, http2 secure) resume sessions through a
+// SessionCache, TLS 1.2 by session id and TLS 1.3 by stateful tickets. Spec §9 explains the Node
+// hooks this builds on and the traps found verifying it; the comments below say which point of it
+// each piece answers.
+import { createHash, constants as cryptoConstants } from "node:crypto";
+import type { Socket } from "node:net";
+import tls from "node:tls";
+import { locateId } from "../engine/der-layout.js";
+import type { SessionCache } from "../engine/session-cache.js";
+import { parseSession } from "../session/index.js";
+import type { Session } from "../session/types.js";
+import { ClientHelloReader, type ClientHelloResult, TLS1_3_VERSION } from "./client-hello.js";
+import { RateLimitedLog } from "./log.js";
+
+const TLS1_2_VERSION = 0x0303;
+const SSL_OP_NO_TICKET: number = cryptoConstants.SSL_OP_NO_TICKET;
+const SSL_OP_NO_TLSv1_3: number = cryptoConstants.SSL_OP_NO_TLSv1_3 ?? 0x20000000;
+/** OpenSSL looks stateful TLS 1.3 tickets up by their 32-byte session id (spec §9.5). */
+const STATEFUL_TICKET_ID_BYTES = 32;
+const MAX_SID_CTX_BYTES = 32;
+
+export interface AttachSessionCacheOptions {
+  /**
+   * Keep Node's stateless session tickets (default false: stateful sessions, `SSL_OP_NO_TICKET`, so
+   * TLS 1.2 resumes by session id and TLS 1.3 by stateful tickets, both through the cache).
+   */
+  tickets?: boolean;
+  /** Let a TLS 1.3 ticket resume more than once (default false: single-use, spec R22). */
+  reuseTickets?: boolean;
+  /** Most milliseconds a look-up may take before it counts as a miss (default 50). */
+  lookupTimeout?: number;
+  /**
+   * Most milliseconds to wait for a client's first flight (the ClientHello) before closing the
+   * connection (default 5000, never more than the server's `handshakeTimeout`). Node's own
+   * handshake timer only starts once the socket is handed to it.
+   */
+  helloTimeout?: number;
+  /**
+   * The session-id context (1..32 bytes; bytes must be valid UTF-8, since Node takes it as a
+   * string). Default: see {@link attachSessionCache}.
+   */
+  sessionIdContext?: string | Uint8Array;
+  /** Receives rate-limited diagnostics (never session bytes or secrets). */
+  log?: (msg: string) => void;
+}
+
+/** The adapter's own counters; the cache's (hits, misses, accept, ...) are in `cache.stats()`. */
+export interface AttachedSessionCacheStats {
+  /** Connections seen. */
+  connections: number;
+  /** ClientHellos read before Node's TLS layer (TLS 1.3-capable servers only). */
+  hellosRead: number;
+  /** Hellos that offered a 32-byte pre_shared_key identity (a possible stateful ticket). */
+  pskOffered: number;
+  /** resumeSession answered "no session" at once: a TLS 1.3 hello with no identity that can hit. */
+  lookupsSkipped: number;
+  /** Look-ups sent to the cache. */
+  lookups: number;
+  /** Look-ups that took longer than `lookupTimeout` (answered as misses). */
+  lookupTimeouts: number;
+  /** Look-ups that threw or rejected (answered as misses). */
+  lookupErrors: number;
+  /** Sessions the cache answered under another id or protocol version (refused, spec §9.6). */
+  wrongAnswers: number;
+  /** TLS 1.3 tickets removed after their one resumption (R22). */
+  ticketsConsumed: number;
+  /** New sessions Node handed over that could not be decoded or stored. */
+  storeErrors: number;
+  /** Hellos spread over several TLS records (Node's parser then skips resumption, §9.5). */
+  fragmentedHellos: number;
+  /** First flights that were not a ClientHello this reader understands (handed to OpenSSL as is). */
+  helloNotUnderstood: number;
+  /** Connections closed because no complete hello arrived by `helloTimeout`. */
+  helloTimeouts: number;
+  /** Connections that ended or failed before their hello was complete. */
+  helloAborted: number;
+  /** TLS 1.3 hellos read and not yet closed (a gauge: legacy id → PSK entries held). */
+  pendingHellos: number;
+}
+
+export interface AttachedSessionCache {
+  /** The session-id context in force on the server (the bytes OpenSSL stores in each session). */
+  readonly sessionIdContext: Uint8Array;
+  /** The adapter's counters (a snapshot). */
+  stats(): AttachedSessionCacheStats;
+  /**
+   * Restores the server as it was: its listeners in their order, and its secure context and
+   * options when attach changed them. Connections already handed to Node go on as they are.
+   */
+  detach(): void;
+}
+
+export interface StatefulServerOptions {
+  secureOptions?: number;
+  sessionIdContext?: string;
+}
+
+/**
+ * Options to spread into `tls.createServer`, `https.createServer` or `http2.createSecureServer` so
+ * the server is created as {@link attachSessionCache} wants it, instead of attach rebuilding its
+ * secure context: `secureOptions` with `SSL_OP_NO_TICKET` (unless `tickets`) OR-ed into the given
+ * `secureOptions`, and `sessionIdContext` when one is given. Spread it after your own options, or
+ * pass your `secureOptions` here:
+ *
+ * ```ts
+ * const server = https.createServer({ key, cert, ...statefulServerOptions({ sessionIdContext: "shop" }) });
+ * attachSessionCache(server, cache, { sessionIdContext: "shop" });
+ * ```
+ */
+export function statefulServerOptions(
+  opts: { tickets?: boolean; sessionIdContext?: string; secureOptions?: number } = {},
+): StatefulServerOptions {
+  const out: StatefulServerOptions = {};
+  let secureOptions = opts.secureOptions ?? 0;
+  if (!opts.tickets) secureOptions |= SSL_OP_NO_TICKET;
+  if (secureOptions !== 0) out.secureOptions = secureOptions;
+  if (opts.sessionIdContext !== undefined) {
+    out.sessionIdContext = contextString(opts.sessionIdContext, "sessionIdContext");
+  }
+  return out;
+}
+
+// Node's tls.Server keeps its options as own properties (lib/_tls_wrap.js, setSecureContext) and
+// rebuilds its one shared SecureContext from them; these are the ones it passes on.
+const SECURE_CONTEXT_FIELDS = [
+  "pfx",
+  "key",
+  "passphrase",
+  "cert",
+  "clientCertEngine",
+  "ca",
+  "minVersion",
+  "maxVersion",
+  "secureProtocol",
+  "crl",
+  "sigalgs",
+  "ciphers",
+  "ecdhCurve",
+  "dhparam",
+  "honorCipherOrder",
+  "secureOptions",
+  "sessionIdContext",
+  "sessionTimeout",
+  "ticketKeys",
+  "privateKeyIdentifier",
+  "privateKeyEngine",
+] as const;
+
+interface NativeSecureContext {
+  getCertificate(): Buffer | null | undefined;
+  getMaxProto?(): number;
+  getTicketKeys(): Buffer;
+}
+
+/** The parts of Node's tls.Server this adapter reads and, when it must, changes. */
+interface TlsServerInternals extends tls.Server {
+  _sharedCreds?: { context: NativeSecureContext };
+  secureOptions?: number;
+  sessionIdContext?: string;
+  ticketKeys?: Buffer;
+  requestCert?: boolean;
+  ca?: unknown;
+  pauseOnConnect?: boolean;
+  setSecureContext(options: tls.SecureContextOptions): void;
+}
+
+type ResumeCallback = (err: Error | null, session: Uint8Array | null) => void;
+type ConnectionListener = (this: tls.Server, socket: Socket) => void;
+
+/** What a TLS 1.3 hello offered, kept from the peek until Node's resumeSession asks (§9.3). */
+interface PendingHello {
+  /** The first 32-byte PSK identity, or undefined: nothing that can hit. */
+  psk: Uint8Array | undefined;
+  /** Open connections that sent this legacy id (more than one: a collision, answered as a miss). */
+  refs: number;
+}
+
+const attached = new WeakSet<tls.Server>();
+
+/**
+ * Makes `server` resume sessions through `cache`: TLS 1.2 session ids and TLS 1.3 stateful tickets
+ * (or, with `tickets: true`, TLS 1.2 session ids beside Node's own stateless tickets). One cache may
+ * serve several servers, as OpenSSL's shared session context does; it then has one session-id
+ * context for all of them.
+ *
+ * The server's options: unless `tickets`, `SSL_OP_NO_TICKET` must be set, and the session-id
+ * context must be the one chosen below. When the server was not created with them (see
+ * {@link statefulServerOptions}), attach rebuilds its secure context from the server's own options
+ * plus these two (logging that it did), and keeps them through later `setSecureContext` calls;
+ * `detach()` puts the original back.
+ *
+ * The session-id context, explicit and the same in every process and machine serving the service
+ * (Node's default, a hash of `process.argv`, is neither):
+ * 1. `options.sessionIdContext`, when given;
+ * 2. else the cache's own context, when it has one (a cache shared by several servers);
+ * 3. else one derived from what identifies the service, as nginx does: the first 32 hex digits of
+ *    SHA-256 over the server certificate's DER (the one in force when attaching) and, when the
+ *    server requests client certificates, over its `ca` option too.
+ * A cache with no context gets the one chosen; a cache whose context differs from an explicit one is
+ * refused (its look-ups would never match, R7).
+ *
+ * Throws (TypeError, RangeError, Error) only here, for a misuse: not a tls.Server, attached twice,
+ * other `newSession`/`resumeSession` listeners present, a context that cannot be used. Once
+ * attached, nothing it does throws into Node: every failure of the cache becomes a full handshake.
+ */
+export function attachSessionCache(
+  server: tls.Server,
+  cache: SessionCache,
+  options: AttachSessionCacheOptions = {},
+): AttachedSessionCache {
+  const srv = server as TlsServerInternals;
+  if (!(server instanceof tls.Server) || typeof srv.setSecureContext !== "function" || !srv._sharedCreds) {
+    throw new TypeError(
+      "attachSessionCache: server must be a tls.Server (tls, https or http2 secure server)",
+    );
+  }
+  if (attached.has(server)) throw new Error("attachSessionCache: this server already has a session cache");
+  if (server.listenerCount("newSession") > 0 || server.listenerCount("resumeSession") > 0) {
+    // Node hands each event one callback: two answers destroy the connection (ERR_MULTIPLE_CALLBACK).
+    throw new Error("attachSessionCache: the server already has newSession/resumeSession listeners");
+  }
+  const tickets = options.tickets === true;
+  const reuseTickets = options.reuseTickets === true;
+  const lookupTimeout = nonNegative(options.lookupTimeout, 50, "lookupTimeout");
+  const handshakeTimeout = serverHandshakeTimeout(srv);
+  let helloTimeout = nonNegative(options.helloTimeout, 5000, "helloTimeout") || 5000;
+  if (handshakeTimeout > 0 && helloTimeout > handshakeTimeout) helloTimeout = handshakeTimeout;
+  const log = new RateLimitedLog(options.log);
+
+  // ---- session-id context and secure options -------------------------------------------------
+  const cacheCtx = cache.getSessionIdContext();
+  let sidCtx: string;
+  if (options.sessionIdContext !== undefined) {
+    sidCtx = contextString(options.sessionIdContext, "sessionIdContext");
+    if (cacheCtx.length > 0 && !sameBytes(cacheCtx, Buffer.from(sidCtx, "utf8"))) {
+      throw new RangeError(
+        "attachSessionCache: sessionIdContext differs from the cache's own session-id context; " +
+          "a cache has one context (use another cache for another service)",
+      );
+    }
+  } else if (cacheCtx.length > 0) {
+    sidCtx = contextString(cacheCtx, "the cache's session-id context");
+  } else {
+    sidCtx = deriveSessionIdContext(srv);
+  }
+  const sidCtxBytes = new Uint8Array(Buffer.from(sidCtx, "utf8"));
+
+  const protoSetSecureContext = Object.getPrototypeOf(srv).setSecureContext as (
+    this: tls.Server,
+    o: tls.SecureContextOptions,
+  ) => void;
+  const ownSetSecureContext = Object.getOwnPropertyDescriptor(srv, "setSecureContext");
+  const withOurOptions = (o: tls.SecureContextOptions): tls.SecureContextOptions => ({
+    ...o,
+    secureOptions: tickets ? o.secureOptions : (o.secureOptions ?? 0) | SSL_OP_NO_TICKET,
+    sessionIdContext: sidCtx,
+  });
+  let saved: Record<string, unknown> | undefined;
+  let userOptions: tls.SecureContextOptions | undefined;
+  const needsNoTicket = !tickets && ((srv.secureOptions ?? 0) & SSL_OP_NO_TICKET) === 0;
+  if (needsNoTicket || srv.sessionIdContext !== sidCtx) {
+    log.log("fixup", () =>
+      [
+        "server created without",
+        needsNoTicket ? "SSL_OP_NO_TICKET" : "",
+        needsNoTicket && srv.sessionIdContext !== sidCtx ? "and" : "",
+        srv.sessionIdContext !== sidCtx ? "the session-id context" : "",
+        "- rebuilding its secure context with them (spread statefulServerOptions() into createServer to avoid it)",
+      ]
+        .filter(Boolean)
+        .join(" "),
+    );
+    saved = { _sharedCreds: srv._sharedCreds };
+    const current: Record<string, unknown> = {};
+    for (const f of SECURE_CONTEXT_FIELDS) {
+      const v = (srv as unknown as Record<string, unknown>)[f];
+      saved[f] = v;
+      if (v !== undefined) current[f] = v;
+    }
+    // Keep the ticket keys: a rebuilt context would otherwise get fresh ones, and with tickets on
+    // every ticket issued so far would stop resuming.
+    if (tickets && current.ticketKeys === undefined) current.ticketKeys = srv.getTicketKeys();
+    protoSetSecureContext.call(srv, withOurOptions(current as tls.SecureContextOptions));
+  }
+  // Only now that nothing can throw: the cache checks every look-up against this (R7). It stays set
+  // after detach(), as a shared SSL_CTX's would.
+  if (cacheCtx.length === 0) cache.setSessionIdContext(sidCtxBytes);
+  let installedCreds: TlsServerInternals["_sharedCreds"] = srv._sharedCreds;
+  // Reading the ClientHello is only needed when TLS 1.3 can be negotiated: TLS 1.2 resumption needs
+  // nothing but Node's own resumeSession.
+  let peekHellos = canNegotiateTls13(srv);
+  // A later setSecureContext (a certificate rotation) keeps NO_TICKET and the context.
+  Object.defineProperty(srv, "setSecureContext", {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function setSecureContext(this: TlsServerInternals, o: tls.SecureContextOptions) {
+      userOptions = o;
+      protoSetSecureContext.call(this, withOurOptions(o));
+      installedCreds = srv._sharedCreds;
+      peekHellos = canNegotiateTls13(srv);
+    },
+  });
+
+  // ---- counters --------------------------------------------------------------------------------
+  const st: AttachedSessionCacheStats = {
+    connections: 0,
+    hellosRead: 0,
+    pskOffered: 0,
+    lookupsSkipped: 0,
+    lookups: 0,
+    lookupTimeouts: 0,
+    lookupErrors: 0,
+    wrongAnswers: 0,
+    ticketsConsumed: 0,
+    storeErrors: 0,
+    fragmentedHellos: 0,
+    helloNotUnderstood: 0,
+    helloTimeouts: 0,
+    helloAborted: 0,
+    pendingHellos: 0,
+  };
+
+  // ---- the hand-off (spec §9.1–9.4) ------------------------------------------------------------
+  const pending = new Map<string, PendingHello>();
+  const tlsListener = findTlsConnectionListener(srv);
+  if (tlsListener === undefined) {
+    log.log("no-listener", "the server's TLS 'connection' listener was not found: TLS 1.3 resumes in full");
+  }
+  let detached = false;
+
+  const handOff = (socket: Socket) => {
+    try {
+      tlsListener!.call(srv, socket);
+    } catch (err) {
+      log.log("handoff", () => `Node's TLS layer refused a connection: ${(err as Error)?.message}`);
+      socket.destroy();
+    }
+  };
+
+  const remember = (legacyId: Uint8Array, psk: Uint8Array | undefined, socket: Socket) => {
+    const key = latin1(legacyId);
+    let entry = pending.get(key);
+    if (entry === undefined) {
+      entry = { psk, refs: 1 };
+      pending.set(key, entry);
+    } else {
+      // Two open connections with one "random" legacy id: a client bug or a forgery. Neither can be
+      // told from the other when resumeSession asks, so both get a full handshake.
+      entry.psk = undefined;
+      entry.refs++;
+    }
+    const e = entry;
+    socket.once("close", () => {
+      if (--e.refs === 0 && pending.get(key) === e) pending.delete(key);
+    });
+  };
+
+  function onConnection(this: tls.Server, socket: Socket): void {
+    st.connections++;
+    try {
+      cache.handshakeStarted("server");
+    } catch (err) {
+      log.log("counter", () => `handshakeStarted failed: ${(err as Error)?.message}`);
+    }
+    if (!peekHellos || srv.pauseOnConnect || socket.destroyed) {
+      handOff(socket);
+      return;
+    }
+    const reader = new ClientHelloReader();
+    let first: Buffer | undefined;
+    let rest: Buffer[] | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const cleanup = () => {
+      socket.removeListener("data", onData);
+      socket.removeListener("end", onGone);
+      socket.removeListener("close", onGone);
+      socket.removeListener("error", onGone);
+      if (timer !== undefined) clearTimeout(timer);
+    };
+    const onGone = () => {
+      cleanup();
+      st.helloAborted++;
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer) => {
+      if (first === undefined) first = chunk;
+      else if (rest === undefined) rest = [chunk];
+      else rest.push(chunk);
+      const r: ClientHelloResult = reader.push(chunk);
+      if (r.kind === "more") return;
+      cleanup();
+      if (r.kind === "done") {
+        st.hellosRead++;
+        const h = r.hello;
+        if (h.records > 1) st.fragmentedHellos++;
+        // Only a one-record TLS 1.3 hello with a legacy id gets a resumeSession from Node (§9.5).
+        if (!detached && h.offersTls13 && h.legacyId.length > 0 && h.records === 1) {
+          let psk: Uint8Array | undefined;
+          for (const id of h.pskIdentities) {
+            if (id.length === STATEFUL_TICKET_ID_BYTES) {
+              psk = id.slice();
+              st.pskOffered++;
+              break;
+            }
+          }
+          remember(h.legacyId, psk, socket);
+        }
+      } else {
+        st.helloNotUnderstood++;
+      }
+      // §9.2: stop the flow before putting the bytes back, or Node's TLS layer never sees them.
+      socket.pause();
+      socket.unshift(rest === undefined ? first : Buffer.concat([first, ...rest]));
+      handOff(socket);
+    };
+    const onTimeout = () => {
+      cleanup();
+      st.helloTimeouts++;
+      log.log("hello-timeout", `no ClientHello within ${helloTimeout} ms: connection closed`);
+      socket.destroy();
+    };
+    socket.on("data", onData);
+    socket.on("end", onGone);
+    socket.on("close", onGone);
+    socket.on("error", onGone);
+    timer = setTimeout(onTimeout, helloTimeout);
+    timer.unref();
+  }
+
+  // ---- TLS 1.2 newSession / resumeSession ------------------------------------------------------
+  const onNewSession = (_id: Buffer, der: Buffer, done: () => void) => {
+    // R14/§9: the server writes nothing until done(); the cache (and any slow store behind it)
+    // gets the session afterwards.
+    done();
+    let session: Session;
+    try {
+      session = parseSession(der);
+    } catch (err) {
+      st.storeErrors++;
+      log.log("decode", () => `a new session could not be decoded: ${(err as Error)?.message}`);
+      return;
+    }
+    // With Node's stateless tickets a TLS 1.3 session is never looked up (OpenSSL decrypts the
+    // ticket itself), so storing it would only fill the cache.
+    if (tickets && session.protocolVersion === TLS1_3_VERSION) return;
+    try {
+      cache.updateCache(session, "server");
+    } catch (err) {
+      st.storeErrors++;
+      log.log("store", () => `storing a new session failed: ${(err as Error)?.message}`);
+    }
+  };
+
+  const answer = (cb: ResumeCallback, session: Session | undefined, id: Uint8Array, version: number) => {
+    let der: Uint8Array | null = null;
+    if (session != null) {
+      // §9.6: OpenSSL never checks what it is given. Anything but the exact session asked for kills
+      // a TLS 1.3 handshake or resumes the wrong TLS 1.2 session.
+      if (session.protocolVersion !== version || !hasId(session, id)) {
+        st.wrongAnswers++;
+        log.log("wrong", "the cache answered a session with another id or protocol version: refused");
+      } else {
+        if (version === TLS1_3_VERSION && !reuseTickets) {
+          st.ticketsConsumed++;
+          try {
+            cache.removeSession(session);
+          } catch (err) {
+            log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
+          }
+        }
+        der = session.der;
+      }
+    }
+    try {
+      cb(null, der);
+    } catch (err) {
+      log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
+    }
+  };
+
+  const miss = (cb: ResumeCallback) => {
+    try {
+      cb(null, null);
+    } catch {
+      // The connection is gone; nothing to do.
+    }
+  };
+
+  const lookup = (id: Uint8Array, version: number, cb: ResumeCallback) => {
+    st.lookups++;
+    let r: Session | undefined | Promise<Session | undefined>;
+    try {
+      r = cache.lookup(id, version);
+    } catch (err) {
+      st.lookupErrors++;
+      log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
+      miss(cb);
+      return;
+    }
+    if (!isThenable(r)) {
+      answer(cb, r, id, version);
+      return;
+    }
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      st.lookupTimeouts++;
+      log.log("lookup-timeout", `session look-up took over ${lookupTimeout} ms: full handshake`);
+      miss(cb);
+    }, lookupTimeout);
+    r.then(
+      (session) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        answer(cb, session, id, version);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        st.lookupErrors++;
+        log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
+        miss(cb);
+      },
+    );
+  };
+
+  const onResumeSession = (id: Buffer, cb: ResumeCallback) => {
+    if (pending.size > 0) {
+      const entry = pending.get(latin1(id));
+      if (entry !== undefined) {
+        // A TLS 1.3 hello: its legacy id is random; the session is the one its PSK names (§9.3).
+        if (entry.psk === undefined) {
+          st.lookupsSkipped++;
+          miss(cb);
+          return;
+        }
+        lookup(entry.psk, TLS1_3_VERSION, cb);
+        return;
+      }
+    }
+    lookup(id, TLS1_2_VERSION, cb);
+  };
+
+  const onSecureConnection = () => {
+    try {
+      cache.handshakeCompleted("server");
+    } catch (err) {
+      log.log("counter", () => `handshakeCompleted failed: ${(err as Error)?.message}`);
+    }
+  };
+
+  // ---- install --------------------------------------------------------------------------------
+  let countingListener: (() => void) | undefined;
+  if (tlsListener !== undefined) {
+    replaceListener(srv, "connection", tlsListener, onConnection);
+  } else {
+    countingListener = () => {
+      st.connections++;
+      try {
+        cache.handshakeStarted("server");
+      } catch {
+        // counters only
+      }
+    };
+    srv.on("connection", countingListener);
+  }
+  srv.on("newSession", onNewSession);
+  srv.on("resumeSession", onResumeSession);
+  srv.on("secureConnection", onSecureConnection);
+  attached.add(server);
+
+  return {
+    sessionIdContext: sidCtxBytes,
+    stats: () => ({ ...st, pendingHellos: pending.size }),
+    detach() {
+      if (detached) return;
+      detached = true;
+      srv.removeListener("newSession", onNewSession);
+      srv.removeListener("resumeSession", onResumeSession);
+      srv.removeListener("secureConnection", onSecureConnection);
+      if (tlsListener !== undefined) replaceListener(srv, "connection", onConnection, tlsListener);
+      if (countingListener !== undefined) srv.removeListener("connection", countingListener);
+      if (ownSetSecureContext) Object.defineProperty(srv, "setSecureContext", ownSetSecureContext);
+      else delete (srv as { setSecureContext?: unknown }).setSecureContext;
+      if (userOptions !== undefined) {
+        // The user rotated the context meanwhile: rebuild it from their options as they gave them.
+        protoSetSecureContext.call(srv, userOptions);
+      } else if (saved !== undefined && srv._sharedCreds === installedCreds) {
+        for (const [k, v] of Object.entries(saved)) (srv as unknown as Record<string, unknown>)[k] = v;
+      }
+      attached.delete(server);
+    },
+  };
+}
+
+/** Node's own TLS 'connection' listener (the one tls.Server's constructor adds). */
+function findTlsConnectionListener(srv: tls.Server): ConnectionListener | undefined {
+  const ls = srv.listeners("connection") as ConnectionListener[];
+  return ls.find((l) => l.name === "tlsConnectionListener");
+}
+
+/** Puts `to` where `from` is among the listeners of `event`, keeping their order. */
+// biome-ignore lint/suspicious/noExplicitAny: EventEmitter's own listener type
+type AnyListener = (...args: any[]) => void;
+function replaceListener(srv: tls.Server, event: string, from: AnyListener, to: AnyListener): void {
+  const raw = srv.rawListeners(event) as AnyListener[];
+  const i = raw.findIndex((l) => l === from || (l as { listener?: unknown }).listener === from);
+  if (i < 0) return;
+  if (i === 0) {
+    srv.removeListener(event, from);
+    srv.prependListener(event, to);
+    return;
+  }
+  srv.removeAllListeners(event);
+  for (let j = 0; j < raw.length; j++) srv.on(event, j === i ? to : raw[j]);
+}
+
+/** Can this server's context negotiate TLS 1.3 (else only TLS 1.2 resumption applies)? */
+function canNegotiateTls13(srv: TlsServerInternals): boolean {
+  if (((srv.secureOptions ?? 0) & SSL_OP_NO_TLSv1_3) !== 0) return false;
+  const ctx = srv._sharedCreds?.context;
+  const max = typeof ctx?.getMaxProto === "function" ? ctx.getMaxProto() : 0;
+  return max === 0 || max >= TLS1_3_VERSION;
+}
+
+/** The server's handshakeTimeout (ms); Node keeps it under a private symbol. 0 when unknown. */
+function serverHandshakeTimeout(srv: tls.Server): number {
+  for (const s of Object.getOwnPropertySymbols(srv)) {
+    if (s.description === "handshake-timeout") {
+      const v = (srv as unknown as Record<symbol, unknown>)[s];
+      return typeof v === "number" && v > 0 ? v : 0;
+    }
+  }
+  return 0;
+}
+
+/**
+ * The default session-id context (see attachSessionCache): the first 32 hex digits of SHA-256 over
+ * a version tag, the server certificate's DER and, when client certificates are requested, the CA
+ * option (so services with different client-auth policies never resume each other's sessions).
+ */
+function deriveSessionIdContext(srv: TlsServerInternals): string {
+  const cert = srv._sharedCreds?.context.getCertificate();
+  if (!cert || cert.length === 0) {
+    throw new TypeError(
+      "attachSessionCache: the server has no certificate to derive a session-id context from; give sessionIdContext",
+    );
+  }
+  const h = createHash("sha256").update("sesscache sid_ctx v1\0").update(cert);
+  if (srv.requestCert) {
+    h.update("\0client-auth\0");
+    const cas = srv.ca === undefined ? [] : Array.isArray(srv.ca) ? srv.ca : [srv.ca];
+    for (const ca of cas) {
+      if (typeof ca === "string" || ca instanceof Uint8Array) h.update(ca);
+      h.update("\0");
+    }
+  }
+  return h.digest("hex").slice(0, 32);
+}
+
+/** A session-id context as the string Node takes (its UTF-8 bytes are what OpenSSL gets). */
+function contextString(ctx: string | Uint8Array, what: string): string {
+  let s: string;
+  let n: number;
+  if (typeof ctx === "string") {
+    s = ctx;
+    n = Buffer.byteLength(s, "utf8");
+  } else if (ctx instanceof Uint8Array) {
+    try {
+      s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(ctx);
+    } catch {
+      throw new RangeError(`${what} must be valid UTF-8: Node passes the session-id context as a string`);
+    }
+    n = ctx.length;
+  } else {
+    throw new TypeError(`${what} must be a string or a Uint8Array`);
+  }
+  // Node treats an empty context as "none" and falls back to a hash of process.argv.
+  if (n < 1 || n > MAX_SID_CTX_BYTES) throw new RangeError(`${what} must be 1..32 bytes, got ${n}`);
+  return s;
+}
+
+function nonNegative(v: number | undefined, dflt: number, what: string): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+    throw new RangeError(`attachSessionCache: ${what} must be a non-negative number of milliseconds`);
+  }
+  return v;
+}
+
+function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
+  return v !== null && typeof v === "object" && typeof (v as { then?: unknown }).then === "function";
+}
+
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
+}
+
+/**
+ * session.id === id, read in place from the DER when it has the usual layout: a session the cache
+ * hands out decodes its other fields lazily, and a hit passed straight to Node needs none of them.
+ */
+function hasId(session: Session, id: Uint8Array): boolean {
+  const der = session.der;
+  const at = locateId(der);
+  if (at < 0) return sameBytes(session.id, id);
+  const n = der[at - 1];
+  if (n !== id.length) return false;
+  for (let i = 0; i < n; i++) if (der[at + i] !== id[i]) return false;
+  return true;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  const n = a.length;
+  if (n !== b.length) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

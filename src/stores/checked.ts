@@ -1,0 +1,85 @@
+// Everything read from a shared store is untrusted (spec §9 point 6): OpenSSL never checks that the
+// session it is handed has the id it asked for, and a wrong one kills a TLS 1.3 handshake or resumes
+// the wrong TLS 1.2 session. So a stored value is used only when it opens under the key it was asked
+// for, decodes, and names the same id, protocol version and (server side) session-id context.
+import type { StoreKey } from "../engine/store.js";
+import { parseSession, SessionDecodeError } from "../session/index.js";
+import type { Session } from "../session/types.js";
+import { StoreValueError } from "./errors.js";
+import type { Sealer } from "./sealing.js";
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export interface OpenOptions {
+  /**
+   * Epoch seconds: also refuse a session expired at this time (R5: expired when now > expiresAt).
+   * Off by default: the engine applies R7 itself (counting `timeouts`, calling the remove callback).
+   */
+  now?: number;
+}
+
+/**
+ * The session stored under `key`, checked; a StoreValueError (callers count it as `rejected` and
+ * treat the look-up as a miss) when it does not open, decode or match.
+ *
+ * The server namespace's context is the session-id context and is compared with the session's own.
+ * The client namespace's context is an identity hash the session does not carry: there the binding
+ * is the sealing's associated data alone (plaintext mode does not bind it).
+ */
+export function openStoredSession(
+  key: StoreKey,
+  value: Uint8Array,
+  sealer: Sealer,
+  options: OpenOptions = {},
+): Session {
+  const der = sealer.open(key, value);
+  let session: Session;
+  try {
+    session = parseSession(der);
+  } catch (err) {
+    if (err instanceof SessionDecodeError) {
+      throw new StoreValueError("undecodable", `not a session (${err.reason})`, { cause: err });
+    }
+    throw err;
+  }
+  checkSessionMatches(key, session);
+  if (options.now !== undefined && session.isExpiredAt(options.now)) {
+    throw new StoreValueError("expired", "session expired");
+  }
+  return session;
+}
+
+/** Throws a StoreValueError unless `session` is the one `key` names. */
+export function checkSessionMatches(key: StoreKey, session: Session): void {
+  if (!sameBytes(session.id, key.id))
+    throw new StoreValueError("id-mismatch", "session id differs from the key's");
+  if (session.protocolVersion !== key.protocolVersion) {
+    throw new StoreValueError("version-mismatch", "protocol version differs from the key's");
+  }
+  if (key.namespace === "server" && !sameBytes(session.sessionIdContext, key.context)) {
+    throw new StoreValueError("context-mismatch", "session-id context differs from the key's");
+  }
+}
+
+/** The key a server session is filed under: its own id, protocol version and session-id context. */
+export function serverStoreKey(session: Session): StoreKey {
+  return {
+    namespace: "server",
+    protocolVersion: session.protocolVersion,
+    context: session.sessionIdContext,
+    id: session.id,
+  };
+}
+
+/**
+ * The value to store for `session` under `key`, sealed. Refuses (StoreValueError) a session that
+ * does not match the key, so a wrong filing is caught when writing rather than on every read.
+ */
+export function sealStoredSession(key: StoreKey, session: Session, sealer: Sealer): Uint8Array {
+  checkSessionMatches(key, session);
+  return sealer.seal(key, session.der);
+}

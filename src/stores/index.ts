@@ -1,0 +1,46 @@
+// Shared session stores: where sessions live outside one process, and how they are sealed there.
+export type { SessionStore, StoreKey } from "../engine/store.js";
+export {
+  checkSessionMatches,
+  type OpenOptions,
+  openStoredSession,
+  sealStoredSession,
+  serverStoreKey,
+} from "./checked.js";
+export {
+  CLUSTER_MESSAGE_TAG,
+  ClusterStore,
+  type ClusterStoreOptions,
+  type ClusterStorePrimary,
+  type ClusterStorePrimaryOptions,
+  type ClusterStorePrimaryStats,
+  startClusterStorePrimary,
+} from "./cluster-store.js";
+export { StoreValueError, type StoreValueReason } from "./errors.js";
+export {
+  ExpiringMap,
+  type ExpiringMapOptions,
+  MemoryStore,
+  type MemoryStoreOptions,
+} from "./memory-store.js";
+export { RedisStore, RedisStoreError, type RedisStoreOptions } from "./redis-store.js";
+export {
+  checkStoreKey,
+  createSealer,
+  generateSealKey,
+  PLAINTEXT_V1,
+  SEAL_OVERHEAD,
+  SEALED_V1,
+  Sealer,
+  type SealerOptions,
+  type SealKeyInput,
+  sealKeyId,
+  storeKeyBytes,
+} from "./sealing.js";
+export {
+  MAX_TTL_MS,
+  remainingMs,
+  type SealingSessionStore,
+  type StoreCallOptions,
+  type StoreStats,
+} from "./types.js";
