@@ -125,8 +125,8 @@ function sealingRows(n: number): BenchRow[] {
       op: "seal",
       p50_us: us(s.p50),
       p99_us: us(s.p99),
-      n,
-      misses: 0,
+      ops_per_s: null,
+      detail: `${n}, AES-256-GCM, 158-B DER`,
     },
     {
       section: "latency",
@@ -134,8 +134,8 @@ function sealingRows(n: number): BenchRow[] {
       op: "open+parse+check",
       p50_us: us(o.p50),
       p99_us: us(o.p99),
-      n,
-      misses: 0,
+      ops_per_s: null,
+      detail: `${n}, openStoredSession`,
     },
   ];
 }
@@ -218,6 +218,8 @@ async function workerMain() {
   const replica = new Map<string, string>(); // design (b)'s local copy
   const lags: number[] = [];
   process.on("message", async (m: WorkerTask | ReplMsg) => {
+    // The ClusterStore's own replies arrive here too: act only on the bench's messages.
+    if (typeof m !== "object" || m === null) return;
     if ("benchRepl" in m) {
       replica.set(m.k, m.v);
       lags.push(wall() - m.ts);
@@ -241,7 +243,7 @@ async function workerMain() {
       });
       await Promise.all(pending);
       process.send!({ result: { received: acks.length, ...summary(acks) } });
-    } else {
+    } else if (m.design === "b") {
       // (b): each new session goes to the primary, which copies it to every other worker.
       const items = Array.from({ length: m.n }, makeSession);
       await paced(m.n, m.perSecond, (i) => {
@@ -370,6 +372,44 @@ async function clusterLatency(n: number): Promise<BenchRow[]> {
   return latencyRows("ClusterStore (2 workers)", r);
 }
 
+/** Bytes one sealed 158-byte session takes in Redis (MEMORY USAGE), and sessions per GiB. */
+async function memoryRow(store: RedisStore, url: string, extra: Record<string, unknown>): Promise<BenchRow> {
+  const s = makeSession();
+  const value = store.sealer.seal(s.key, s.der);
+  await store.set(s.key, value, s.session.expiresAt);
+  const raw = new Redis(url);
+  const usage = Number(await raw.call("MEMORY", "USAGE", store.redisKey(s.key), "SAMPLES", "0"));
+  // What a shorter key would save: the same value under a key 48 chars shorter (the 32-byte
+  // context as 8 hashed bytes instead of 64 hex digits), to weigh readability against density.
+  const shortKey = store.redisKey(s.key).replace(/:[0-9a-f]{64}:\{/, `:${"0".repeat(16)}:{`);
+  await raw.set(shortKey, Buffer.from(value), "EX", 60);
+  const shortUsage = Number(await raw.call("MEMORY", "USAGE", shortKey, "SAMPLES", "0"));
+  raw.disconnect();
+  const key = store.redisKey(s.key).length;
+  const perGiB = Math.floor(2 ** 30 / usage);
+  extra.memory = {
+    der: s.der.length,
+    value: value.length,
+    key,
+    usage,
+    perGiB,
+    shortKey: shortKey.length,
+    shortUsage,
+  };
+  return {
+    section: "memory",
+    store: "RedisStore",
+    op: `one sealed ${s.der.length}-B session`,
+    p50_us: null,
+    p99_us: null,
+    ops_per_s: null,
+    detail:
+      `MEMORY USAGE ${usage} B (value ${value.length} B, key ${key} B): ` +
+      `${(perGiB / 1e6).toFixed(2)} M sessions per GiB (per shard); ` +
+      `with a ${shortKey.length}-B key (context hashed) ${shortUsage} B`,
+  };
+}
+
 function arg(args: string[], name: string, dflt: number): number {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] ? Number(args[i + 1]) : dflt;
@@ -382,76 +422,71 @@ export default async function bench(args: string[]): Promise<BenchResult> {
   const rows: BenchRow[] = [];
   const notes: string[] = [];
   const extra: Record<string, unknown> = {};
+  // --only latency,memory,cluster-latency,load,cluster-design runs some sections.
+  const onlyArg = args.indexOf("--only");
+  const only = onlyArg >= 0 ? new Set((args[onlyArg + 1] ?? "").split(",")) : undefined;
+  const want = (section: string) => {
+    const yes = !only || only.has(section);
+    if (yes) console.error(`stores: ${section}...`);
+    return yes;
+  };
 
-  rows.push(...latencyRows("MemoryStore", await latencies(new MemoryStore(), n)));
-  rows.push(...sealingRows(n));
-
-  const redis = await startRedis();
-  try {
+  const doLatency = want("latency");
+  const doMemory = want("memory");
+  if (doLatency) {
+    rows.push(...latencyRows("MemoryStore", await latencies(new MemoryStore(), n)));
+    rows.push(...sealingRows(n));
+  }
+  if (doLatency || doMemory) {
+    const redis = await startRedis();
     const store = new RedisStore({ url: redis.url, keys: [randomBytes(32)] });
-    await store.ready();
-    rows.push(...latencyRows("RedisStore (1 node)", await latencies(store, n)));
-
-    // Bytes one sealed 158-byte session takes in Redis.
-    const s = makeSession();
-    const value = store.sealer.seal(s.key, s.der);
-    await store.set(s.key, value, s.session.expiresAt);
-    const raw = new Redis(redis.url);
-    const usage = Number(await raw.call("MEMORY", "USAGE", store.redisKey(s.key)));
-    raw.disconnect();
-    await store.close();
-    const perGiB = Math.floor(2 ** 30 / usage);
-    rows.push({
-      section: "memory",
-      store: "RedisStore",
-      op: `one sealed ${s.der.length}-B session`,
-      p50_us: null,
-      p99_us: null,
-      ops_per_s: null,
-      detail:
-        `MEMORY USAGE ${usage} B (value ${value.length} B, key ${store.redisKey(s.key).length} B): ` +
-        `${(perGiB / 1e6).toFixed(2)} M sessions per GiB (per shard)`,
-    });
-    extra.memory = {
-      der: s.der.length,
-      value: value.length,
-      key: store.redisKey(s.key).length,
-      usage,
-      perGiB,
-    };
-    notes.push(
-      `memory: MEMORY USAGE counts key, value and Redis' per-entry overhead (jemalloc classes); ` +
-        `add ~10-20% for the hash table's growth headroom and TTL entries when sizing.`,
-    );
-  } finally {
-    await redis.stop();
-  }
-
-  rows.push(...(await clusterLatency(n)));
-
-  const rc = await startRedisCluster(3);
-  try {
-    for (const c of concurrency) {
-      const g = await loadGenerator(rc.seeds, seconds, c);
-      rows.push({
-        section: "load",
-        store: "RedisStore (3-node cluster)",
-        op: `1:1 set:get, ${c} in flight`,
-        p50_us: us(g.p50),
-        p99_us: us(g.p99),
-        ops_per_s: g.opsPerSec,
-        detail: `${seconds} s, sealing included; get misses ${g.misses}, errors+timeouts+dropped ${g.errors}`,
-      });
+    try {
+      await store.ready();
+      if (doLatency) rows.push(...latencyRows("RedisStore (1 node)", await latencies(store, n)));
+      if (doMemory) rows.push(await memoryRow(store, redis.url, extra));
+    } finally {
+      await store.close();
+      await redis.stop();
     }
-  } finally {
-    await rc.stop();
+    if (doMemory) {
+      notes.push(
+        "memory: MEMORY USAGE counts key, value and Redis' per-entry overhead (allocator size classes); " +
+          "leave ~20% headroom for the hash table's growth and the expires dictionary when sizing.",
+      );
+    }
   }
 
-  for (const workers of [2, 4]) rows.push(...(await clusterDesign(workers, 10_000, 2000)));
-  notes.push(
-    "cluster-design p50/p99: time until every worker can see a new session ((a) set acknowledged, (b) copy arrived).",
-    "load: the generator, the 3 redis-servers and the cluster bus share this machine's cores.",
-  );
+  if (want("cluster-latency")) rows.push(...(await clusterLatency(n)));
+
+  if (want("load")) {
+    const rc = await startRedisCluster(3);
+    try {
+      await loadGenerator(rc.seeds, 1, 8); // warm-up: connections, slot map, JIT
+      for (const c of concurrency) {
+        const g = await loadGenerator(rc.seeds, seconds, c);
+        rows.push({
+          section: "load",
+          store: "RedisStore (3-node cluster)",
+          op: `1:1 set:get, ${c} in flight`,
+          p50_us: us(g.p50),
+          p99_us: us(g.p99),
+          ops_per_s: g.opsPerSec,
+          detail: `${seconds} s, sealing included; get misses ${g.misses}, errors+timeouts+dropped ${g.errors}`,
+        });
+      }
+    } finally {
+      await rc.stop();
+    }
+    notes.push("load: the generator, the 3 redis-servers and the cluster bus share this machine's cores.");
+  }
+
+  if (want("cluster-design")) {
+    for (const workers of [2, 4]) rows.push(...(await clusterDesign(workers, 10_000, 2000)));
+    notes.push(
+      "cluster-design p50/p99: time until every worker can see a new session " +
+        "((a) its set acknowledged, (b) its copy arrived at the slowest worker).",
+    );
+  }
   return {
     title: "Shared session stores: added latency, scale check, memory, cluster design",
     rows,

@@ -94,7 +94,11 @@ async function serve(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<
     stderr: () => stderr,
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      // A server whose event loop is stuck never handles the signal: don't let it hang the suite
+      // (the exit then reports SIGKILL, which the shutdown tests catch).
+      const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
       const [code, sig] = await exited;
+      clearTimeout(killer);
       return { code, signal: sig };
     },
   };
@@ -165,7 +169,10 @@ const COUNTERS = [
   "cacheFull",
 ];
 
-describe("sesscache serve", () => {
+// Generous, but a wedged server must fail the test rather than hang the run.
+const TIMEOUT = { timeout: 180_000 };
+
+describe("sesscache serve", TIMEOUT, () => {
   test("starts with a generated certificate and answers /stats, / and 404", async (t) => {
     const s = await serve();
     t.after(() => s.stop());
@@ -385,7 +392,7 @@ async function tlsRequest(
   return { resumed, protocol, session: ticket };
 }
 
-describe("startServe()", () => {
+describe("startServe()", TIMEOUT, () => {
   test("starts in-process, reports url and port, close() is prompt and idempotent", async () => {
     const h = await startServe({ listen: "127.0.0.1:0", stateDir: newStateDir() });
     try {

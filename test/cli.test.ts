@@ -50,7 +50,9 @@ function assertUsageError(r: Result, pattern?: RegExp): void {
   if (pattern) assert.match(lines[0]!, pattern);
 }
 
-describe("sesscache --version / --help", () => {
+const TIMEOUT = { timeout: 180_000 };
+
+describe("sesscache --version / --help", TIMEOUT, () => {
   test("--version prints package.json's version", async () => {
     const r = await cli(["--version"]);
     assert.equal(r.code, 0);
@@ -97,7 +99,7 @@ describe("sesscache --version / --help", () => {
   });
 });
 
-describe("usage errors: one line, exit 2, no stack", () => {
+describe("usage errors: one line, exit 2, no stack", TIMEOUT, () => {
   const cases: [string, string[], RegExp][] = [
     ["unknown flag", ["serve", "--bogus"], /unknown option '--bogus'/],
     [
@@ -131,7 +133,7 @@ describe("usage errors: one line, exit 2, no stack", () => {
   }
 });
 
-describe("environment errors: one line, exit 2, no stack", () => {
+describe("environment errors: one line, exit 2, no stack", TIMEOUT, () => {
   test("unreadable certificate file", async () => {
     const missing = join(tmp, "missing-cert.pem");
     const r = await cli(["serve", "--listen", "127.0.0.1:0", "--cert", missing, "--key", missing]);

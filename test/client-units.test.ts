@@ -32,6 +32,9 @@ function session(pv: number, fields: { time?: number; timeout?: number; hint?: n
   });
 }
 
+// A function, so an earlier assertion on the property does not narrow it for later reads.
+const reasonOf = (s: FileSessionStore) => s.lastLoadError?.reason;
+
 const base = { host: "example.test", port: 443, servername: "example.test" };
 
 describe("client identity (R21)", () => {
@@ -39,7 +42,11 @@ describe("client identity (R21)", () => {
     const a = clientIdentity(base);
     assert.equal(a.hash.length, 32);
     assert.equal(a.key, clientIdentity({ ...base }).key);
-    assert.equal(a.key, clientIdentity({ ...base, host: "EXAMPLE.test" }).key, "DNS names are case-insensitive");
+    assert.equal(
+      a.key,
+      clientIdentity({ ...base, host: "EXAMPLE.test" }).key,
+      "DNS names are case-insensitive",
+    );
     const variants = [
       { ...base, host: "other.test" },
       { ...base, port: 8443 },
@@ -64,8 +71,14 @@ describe("client identity (R21)", () => {
   test("a CA set is a set: order does not matter, content does; ALPN forms agree", () => {
     const ca1 = Buffer.from("ca one");
     const ca2 = "ca two";
-    assert.equal(clientIdentity({ ...base, ca: [ca1, ca2] }).key, clientIdentity({ ...base, ca: [ca2, ca1] }).key);
-    assert.notEqual(clientIdentity({ ...base, ca: [ca1] }).key, clientIdentity({ ...base, ca: [ca1, ca2] }).key);
+    assert.equal(
+      clientIdentity({ ...base, ca: [ca1, ca2] }).key,
+      clientIdentity({ ...base, ca: [ca2, ca1] }).key,
+    );
+    assert.notEqual(
+      clientIdentity({ ...base, ca: [ca1] }).key,
+      clientIdentity({ ...base, ca: [ca1, ca2] }).key,
+    );
     const wire = Buffer.from("\x02h2\x08http/1.1", "latin1");
     assert.equal(
       clientIdentity({ ...base, ALPNProtocols: wire }).key,
@@ -197,7 +210,10 @@ describe("FileSessionStore", () => {
   test("save and load round-trip through an encrypted, 0600 file", async () => {
     const path = join(dir, "a.bin");
     const c = fakeClock();
-    const cache = new ClientSessionCache({ clock: c.clock, persistence: new FileSessionStore({ path, keys: [key] }) });
+    const cache = new ClientSessionCache({
+      clock: c.clock,
+      persistence: new FileSessionStore({ path, keys: [key] }),
+    });
     const id = clientIdentity(base);
     const s = cache.add(id, session(TLS13, { hint: 600 }))!;
     cache.add(clientIdentity({ ...base, secureContext: { context: {} } as never }), session(TLS12));
@@ -207,11 +223,17 @@ describe("FileSessionStore", () => {
     assert.equal(raw.indexOf(Buffer.from(s.der.subarray(0, 40))), -1, "no session bytes in clear");
     assert.equal(raw.indexOf(Buffer.from(id.key)), -1, "no identity in clear");
 
-    const again = new ClientSessionCache({ clock: c.clock, persistence: new FileSessionStore({ path, keys: [key] }) });
+    const again = new ClientSessionCache({
+      clock: c.clock,
+      persistence: new FileSessionStore({ path, keys: [key] }),
+    });
     assert.equal(await again.load(), 1, "the process-local identity was not saved");
     assert.deepEqual(again.take(id)?.id, s.id);
     c.now = T0 + 601;
-    const late = new ClientSessionCache({ clock: c.clock, persistence: new FileSessionStore({ path, keys: [key] }) });
+    const late = new ClientSessionCache({
+      clock: c.clock,
+      persistence: new FileSessionStore({ path, keys: [key] }),
+    });
     assert.equal(await late.load(), 0, "expired sessions are not taken in");
   });
 
@@ -225,13 +247,13 @@ describe("FileSessionStore", () => {
 
     const other = new FileSessionStore({ path, keys: [randomBytes(32)] });
     assert.deepEqual(await other.load(), []);
-    assert.equal((other.lastLoadError as { reason?: string }).reason, "unknown-key");
+    assert.equal(reasonOf(other), "unknown-key");
 
     const raw = readFileSync(path);
     raw[raw.length - 20] ^= 1;
     writeFileSync(path, raw);
     assert.deepEqual(await store.load(), []);
-    assert.equal((store.lastLoadError as { reason?: string }).reason, "auth-failed");
+    assert.equal(reasonOf(store), "auth-failed");
   });
 
   test("key rotation: a file sealed under the old key opens with [new, old]", async () => {

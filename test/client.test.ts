@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { writeFileSync } from "node:fs";
+import http from "node:http";
 import https from "node:https";
 import net from "node:net";
 import { join } from "node:path";
@@ -376,8 +377,17 @@ describe("Node TLS server", () => {
           assert.equal(r.reused, false, JSON.stringify({ ...variant, ca: undefined }));
         }
         // Control: b would have accepted a's session, so "not resumed" above means "not offered".
-        const [session] = cache.sessions(clientIdentity({ host: "127.0.0.1", ca: pki.caCert, servername: "localhost", ...opts }));
-        const control = tls.connect({ host: "127.0.0.1", port: b.port, ca: pki.caCert, servername: "localhost", maxVersion: v, session: Buffer.from(session!.der) });
+        const [session] = cache.sessions(
+          clientIdentity({ host: "127.0.0.1", ca: pki.caCert, servername: "localhost", ...opts }),
+        );
+        const control = tls.connect({
+          host: "127.0.0.1",
+          port: b.port,
+          ca: pki.caCert,
+          servername: "localhost",
+          maxVersion: v,
+          session: Buffer.from(session!.der),
+        });
         await once(control, "secureConnect");
         assert.equal(control.isSessionReused(), true);
         control.destroy();
@@ -433,16 +443,27 @@ describe("Node TLS server", () => {
         // A fatal alert instead of a ServerHello.
         proxy.mode = "alert";
         await assert.rejects(viaConnect(cache, opts), { code: "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE" });
-        assert.equal(proxy.hellos.at(-1)!.psk.length + proxy.hellos.at(-1)!.ticket.length > 0, true, "one was offered");
+        assert.equal(
+          proxy.hellos.at(-1)!.psk.length + proxy.hellos.at(-1)!.ticket.length > 0,
+          true,
+          "one was offered",
+        );
         // TLS 1.2: the session is gone; TLS 1.3: the offered ticket was gone already (single use).
         assert.equal(cache.sessions(id).length, v === "TLSv1.3" ? before - 1 : 0);
         // An error of the application's after a good handshake says nothing against the session.
         proxy.mode = "pass";
         const fresh = newCache();
         await new Promise<void>((resolve) => {
-          const s = connect({ cache: fresh, host: "127.0.0.1", ca: pki.caCert, servername: "localhost", ...opts });
+          const s = connect({
+            cache: fresh,
+            host: "127.0.0.1",
+            ca: pki.caCert,
+            servername: "localhost",
+            ...opts,
+          });
           s.on("session", () => {
-            if (fresh.sessions(id).length === (v === "TLSv1.3" ? 2 : 1)) s.destroy(new Error("application gave up"));
+            if (fresh.sessions(id).length === (v === "TLSv1.3" ? 2 : 1))
+              s.destroy(new Error("application gave up"));
           });
           s.on("error", () => {});
           s.on("close", () => resolve());
@@ -465,11 +486,17 @@ describe("Node TLS server", () => {
       await viaConnect(cache, opts);
       assert.equal(cache.sessions(id).length, 1);
       proxy.mode = "corrupt";
-      await assert.rejects(viaConnect(cache, opts), (e: { library?: string }) => typeof e.library === "string");
+      await assert.rejects(
+        viaConnect(cache, opts),
+        (e: { library?: string }) => typeof e.library === "string",
+      );
       assert.equal(cache.sessions(id).length, 0, "the resumed session is gone");
       // A full handshake whose data then fails: the session it brought is not kept either.
       const fresh = newCache();
-      await assert.rejects(viaConnect(fresh, opts), (e: { library?: string }) => typeof e.library === "string");
+      await assert.rejects(
+        viaConnect(fresh, opts),
+        (e: { library?: string }) => typeof e.library === "string",
+      );
       assert.equal(fresh.sessions(id).length, 0);
       assert.equal(fresh.stats().connectGood, 1, "the handshake itself completed");
     } finally {
@@ -488,7 +515,14 @@ describe("Node TLS server", () => {
         proxy.mode = mode;
         const cache = newCache();
         await new Promise<void>((resolve) => {
-          const s = connect({ cache, host: "127.0.0.1", port: proxy.port, ca: pki.caCert, servername: "localhost", maxVersion: "TLSv1.2" });
+          const s = connect({
+            cache,
+            host: "127.0.0.1",
+            port: proxy.port,
+            ca: pki.caCert,
+            servername: "localhost",
+            maxVersion: "TLSv1.2",
+          });
           s.on("data", () => seen[mode].push("data"));
           s.on("end", () => seen[mode].push("end"));
           s.on("error", (e) => seen[mode].push(`error ${e.message}`));
@@ -532,7 +566,9 @@ describe("https.Agent and undici integrations (Node HTTPS server, fresh connecti
     test(`${v}: undiciConnector resumes with undici 7's Agent`, async () => {
       const srv = await nodeHttpsServer({ maxVersion: v });
       const cache = newCache();
-      const dispatcher = new UndiciAgent({ connect: undiciConnector({ cache, ca: pki.caCert, maxVersion: v }) });
+      const dispatcher = new UndiciAgent({
+        connect: undiciConnector({ cache, ca: pki.caCert, maxVersion: v }),
+      });
       try {
         const lines: string[] = [];
         for (let i = 0; i < 3; i++) {
@@ -548,21 +584,51 @@ describe("https.Agent and undici integrations (Node HTTPS server, fresh connecti
     });
   }
 
+  test("undiciConnector: plain http:// origins connect without TLS", async () => {
+    const server = http.createServer((_req, res) => res.end("plain"));
+    const close = track(server);
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const dispatcher = new UndiciAgent({ connect: undiciConnector({ cache: newCache() }) });
+    try {
+      const res = await undiciRequest(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, {
+        dispatcher,
+      });
+      assert.equal(await res.body.text(), "plain");
+    } finally {
+      await dispatcher.close();
+      await close();
+    }
+  });
+
   test("undiciConnector: a forged mapping fails the request with ResumedIdentityError", async () => {
     const srv = await nodeHttpsServer({ maxVersion: "TLSv1.3" });
     const cache = newCache();
     const dispatcher = new UndiciAgent({ connect: undiciConnector({ cache, ca: pki.caCert }) });
     try {
       await (await undiciRequest(`https://localhost:${srv.port}/`, { dispatcher })).body.text();
-      const good = clientIdentity({ host: "localhost", port: srv.port, servername: "localhost", ca: pki.caCert, ALPNProtocols: ["http/1.1"] });
-      const forged = clientIdentity({ host: "127.0.0.1", port: srv.port, servername: "forged.test", ca: pki.caCert, ALPNProtocols: ["http/1.1"] });
+      const good = clientIdentity({
+        host: "localhost",
+        port: srv.port,
+        servername: "localhost",
+        ca: pki.caCert,
+        ALPNProtocols: ["http/1.1"],
+      });
+      const forged = clientIdentity({
+        host: "127.0.0.1",
+        port: srv.port,
+        servername: "forged.test",
+        ca: pki.caCert,
+        ALPNProtocols: ["http/1.1"],
+      });
       const [session] = cache.sessions(good);
       assert.ok(session, "the connector files sessions under the identity it connects with");
       cache.add(forged, session);
       await assert.rejects(
-        undiciRequest(`https://127.0.0.1:${srv.port}/`, { dispatcher, headers: { host: "forged.test" } }).then((r) =>
-          r.body.text(),
-        ),
+        undiciRequest(`https://127.0.0.1:${srv.port}/`, {
+          dispatcher,
+          headers: { host: "forged.test" },
+        }).then((r) => r.body.text()),
         (err: unknown) => err instanceof ResumedIdentityError,
       );
     } finally {
@@ -599,7 +665,12 @@ describe("nginx", { skip: nginxSkipReason() }, () => {
     describe(tickets ? "tickets on, no shared cache" : "shared cache, tickets off", () => {
       let nginx: Nginx;
       before(async () => {
-        nginx = await startNginx({ certFile: pki.certFile, keyFile: pki.keyFile, sharedCache: !tickets, tickets });
+        nginx = await startNginx({
+          certFile: pki.certFile,
+          keyFile: pki.keyFile,
+          sharedCache: !tickets,
+          tickets,
+        });
       });
       after(() => nginx?.stop());
 
@@ -649,12 +720,24 @@ describe("nginx", { skip: nginxSkipReason() }, () => {
           if (!tickets) {
             // Control: nginx's stateful cache does accept a ticket offered twice (sesscache's rule
             // is stricter than this server).
-            const id = clientIdentity({ host: "127.0.0.1", port: nginx.port, servername: "localhost", ca: pki.caCert, maxVersion: "TLSv1.3" });
+            const id = clientIdentity({
+              host: "127.0.0.1",
+              port: nginx.port,
+              servername: "localhost",
+              ca: pki.caCert,
+              maxVersion: "TLSv1.3",
+            });
             const c = newCache();
             await viaConnectHttp11(c, { port: nginx.port, maxVersion: "TLSv1.3" });
             const [ticket] = c.sessions(id);
             const reuse = async () => {
-              const s = tls.connect({ host: "127.0.0.1", port: nginx.port, ca: pki.caCert, servername: "localhost", session: Buffer.from(ticket!.der) });
+              const s = tls.connect({
+                host: "127.0.0.1",
+                port: nginx.port,
+                ca: pki.caCert,
+                servername: "localhost",
+                session: Buffer.from(ticket!.der),
+              });
               await once(s, "secureConnect");
               const r = s.isSessionReused();
               s.destroy();
@@ -675,7 +758,13 @@ describe("nginx", { skip: nginxSkipReason() }, () => {
     const k2 = join(dir, "ticket2.key");
     writeFileSync(k1, randomBytes(80));
     writeFileSync(k2, randomBytes(80));
-    const base = { certFile: pki.certFile, keyFile: pki.keyFile, sharedCache: false, tickets: true, protocols: "TLSv1.2" };
+    const base = {
+      certFile: pki.certFile,
+      keyFile: pki.keyFile,
+      sharedCache: false,
+      tickets: true,
+      protocols: "TLSv1.2",
+    };
     let nginx = await startNginx({ ...base, ticketKeyFiles: [k1] });
     const port = nginx.port;
     try {

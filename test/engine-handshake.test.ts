@@ -95,6 +95,27 @@ describe("R14 updateCache (ssl_update_cache)", () => {
     cache.verifyIntegrity();
   });
 
+  test("R14 without onError a throwing callback becomes a process warning", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      const cache = new SessionCache({
+        clock: () => T0,
+        onNewSession: () => {
+          throw new Error("store unreachable");
+        },
+      });
+      assert.ok(cache.updateCache(session(), "server"));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0].message, /onNewSession failed: store unreachable/);
+      assert.equal(warnings[0].name, "SessionCacheWarning");
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   test("R14 a bad side is refused", () => {
     const cache = new SessionCache();
     assert.throws(() => cache.updateCache(session(), "peer" as Side), TypeError);

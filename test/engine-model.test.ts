@@ -6,7 +6,7 @@ import fc from "fast-check";
 import { SessionCacheMode as M, SessionCache } from "../src/engine/index.js";
 import { parseSession, type Session } from "../src/session/index.js";
 import { fakeClock, hex, session, T0 } from "./support/engine.js";
-import { newId } from "./support/session-der.js";
+import { buildSessionDer, explicit, integer, newId, octets, sequence } from "./support/session-der.js";
 
 const DEFAULT_TIMEOUT = 7200;
 
@@ -344,7 +344,7 @@ describe("slab memory", () => {
     }
     const after = cache.memoryUsage();
     assert.equal(after.slabChunks, warm.slabChunks);
-    assert.equal(after.capacity, warm.capacity);
+    assert.equal(after.buckets, warm.buckets);
     assert.ok(after.slabBytesInUse <= warm.slabBytesInUse);
     cache.verifyIntegrity();
   });
@@ -366,7 +366,9 @@ describe("slab memory", () => {
       assert.deepEqual(new Uint8Array(hit.der), new Uint8Array(s.der));
     }
     const mem = cache.memoryUsage();
-    assert.equal(mem.largeSessions, 120, "over 4 KiB (4097, 6000, 9216): own buffers");
+    // Past the slab's largest slot (4096 B, 32-byte record included: 4096, 4097, 6000 and 9216 B
+    // sessions) the bytes get their own buffers.
+    assert.equal(mem.largeSessions, 160);
     // Remove the odd ones, add the same sizes again: slots are reused.
     for (let i = 1; i < all.length; i += 2) cache.removeSession(all[i]);
     const chunks = cache.memoryUsage().slabChunks;
@@ -377,16 +379,88 @@ describe("slab memory", () => {
     assert.equal(cache.memoryUsage().largeSessions, 0);
   });
 
-  test("a bounded cache allocates exactly its size of entries, packed", () => {
+  test("every field survives storage byte for byte (the context field is cut out and restored)", () => {
+    const cert = sequence(octets(new Uint8Array(300).fill(3)));
+    const clock = fakeClock();
+    const variants: Uint8Array[] = [];
+    for (const ctxLen of [0, 1, 5, 31, 32]) {
+      const ctx = Uint8Array.from({ length: ctxLen }, (_, i) => 0x30 + i);
+      variants.push(
+        buildSessionDer({ id: newId(), time: T0, sessionIdContext: ctx }),
+        buildSessionDer({
+          id: newId(),
+          time: T0,
+          sessionIdContext: ctx,
+          peerCertificate: cert,
+          hostname: "h",
+        }),
+        buildSessionDer({
+          id: newId(),
+          time: T0,
+          sessionIdContext: ctx,
+          hostname: "a-long-host-name.example.com",
+          alpn: "http/1.1",
+          ticket: new Uint8Array(200).fill(9),
+          ticketLifetimeHint: 300,
+          flags: 1,
+          group: 0x1d,
+        }),
+      );
+    }
+    // A context field in a non-minimal length form is stored as it is, not cut.
+    const id = newId();
+    const head = [integer(1), integer(0x0303), octets(Uint8Array.of(0xc0, 0x2f)), octets(id)];
+    const odd = sequence(
+      ...head,
+      octets(new Uint8Array(48)),
+      explicit(1, integer(T0)),
+      explicit(2, integer(300)),
+      Uint8Array.of(0xa4, 0x81, 5, 0x04, 3, 0x61, 0x62, 0x63),
+    );
+    variants.push(odd);
+    // One cache per context, so every session is found under its own.
+    for (const der of variants) {
+      const s = parseSession(der);
+      const cache = new SessionCache({ clock, sessionIdContext: s.sessionIdContext });
+      const removed: Uint8Array[] = [];
+      const withCb = new SessionCache({
+        clock,
+        sessionIdContext: s.sessionIdContext,
+        onRemoveSession: (r) => removed.push(new Uint8Array(r.der)),
+      });
+      cache.addSession(der);
+      withCb.addSession(der);
+      const hit = cache.lookup(s.id, s.protocolVersion);
+      assert.ok(hit && !(hit instanceof Promise), hex(der));
+      assert.equal(hex(hit.der), hex(der));
+      assert.equal(cache.addSession(der), false, "the stored bytes compare equal to the original");
+      assert.equal(hex(cache.sessions()[0].der), hex(der));
+      withCb.close();
+      assert.equal(hex(removed[0]), hex(der));
+    }
+  });
+
+  test("an entry costs its slot (record + DER) and a hash bucket, nothing per session besides", () => {
     const clock = fakeClock();
     const cache = new SessionCache({ clock, cacheSize: 3000 });
     for (let i = 0; i < 5000; i++) cache.addSession(session({ padTo: 158 }));
     const mem = cache.memoryUsage();
     assert.equal(mem.sessions, 3000);
-    assert.equal(mem.capacity, 3000);
-    assert.equal(mem.slabBytesInUse, 3000 * 160);
+    // 32-byte record + 158 bytes less the 4-byte empty context field: 186 → 192.
+    assert.equal(mem.slabBytesInUse, 3000 * 192);
     assert.ok(mem.slabBytes <= mem.slabBytesInUse + 2 * 256 * 1024);
-    assert.ok(mem.metadataBytes <= 3000 * 32 + 4096 * 4);
+    assert.ok(mem.bucketBytes <= 4096 * 4);
+  });
+
+  test("a 158-byte session with a 32-byte context takes a 160-byte slot, record included", () => {
+    const ctx = new Uint8Array(32).fill(0x61);
+    const cache = new SessionCache({ clock: fakeClock(), sessionIdContext: ctx });
+    for (let i = 0; i < 100; i++) {
+      const s = session({ ctx, flags: 1, group: 0x1d });
+      assert.equal(s.der.length, 158);
+      cache.addSession(s);
+    }
+    assert.equal(cache.memoryUsage().slabBytesInUse, 100 * 160);
   });
 
   test("the bytes handed out are copies, not views of the slab", () => {

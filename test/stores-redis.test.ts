@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { parseSession } from "../src/session/index.js";
 import { openStoredSession, RedisStore, serverStoreKey } from "../src/stores/index.js";
+import { testPki } from "./support/certs.js";
 import {
   type RedisCluster,
   type RedisServer,
@@ -140,7 +141,7 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
     assert.throws(() => openStoredSession(b.key, moved, store.sealer), { reason: "auth-failed" });
   });
 
-  test("a slow Redis (DEBUG SLEEP) costs a get no more than its deadline", async () => {
+  test("a slow Redis (DEBUG SLEEP) costs a get no more than its deadline", async (t) => {
     const { der, key, session: s } = session();
     await store.set(key, store.sealer.seal(key, der), s.expiresAt);
     const blocker = new Redis(redis.url, { maxRetriesPerRequest: 0 });
@@ -153,7 +154,9 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
     const got = await store.get(key, { timeoutMs: 50 });
     const took = performance.now() - t0;
     assert.equal(got, undefined);
-    assert.ok(took < 250, `get took ${took.toFixed(0)} ms with a 50 ms deadline`);
+    // Generous for a loaded CI machine; what matters is far less than the 1 s stall.
+    assert.ok(took < 350, `get took ${took.toFixed(0)} ms with a 50 ms deadline`);
+    t.diagnostic(`get answered a miss after ${took.toFixed(1)} ms (deadline 50 ms, Redis stalled 1 s)`);
     assert.equal(store.stats().timeouts, before.timeouts + 1);
     await sleeping;
     blocker.disconnect();
@@ -167,7 +170,7 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
     const blocker = new Redis(redis.url, { maxRetriesPerRequest: 0 });
     blocker.on("error", () => {});
     await blocker.ping();
-    const sleeping = blocker.call("DEBUG", "SLEEP", "0.5");
+    const sleeping = blocker.call("DEBUG", "SLEEP", "1");
     await sleep(50);
     const items = Array.from({ length: 30 }, () => session());
     const t0 = performance.now();
@@ -177,7 +180,7 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
     assert.equal(st.dropped, 20);
     // A look-up beyond the bound misses at once rather than queueing.
     assert.equal(await small.get(items[0]!.key), undefined);
-    assert.ok(performance.now() - t0 < 100);
+    assert.ok(performance.now() - t0 < 500, "a shed look-up must not wait for the stalled Redis");
     await Promise.all(writes);
     await sleeping;
     blocker.disconnect();
@@ -202,7 +205,7 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
       const took = performance.now() - t0;
       assert.equal(g, undefined);
       assert.equal(t, undefined);
-      assert.ok(took < 300, `operations took ${took.toFixed(0)} ms with Redis down`);
+      assert.ok(took < 1000, `operations took ${took.toFixed(0)} ms with Redis down`);
       slowest = Math.max(slowest, took);
       await sleep(100);
     }
@@ -219,6 +222,36 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
     await s2.close();
     // The suite's main store recovers too.
     await eventually(async () => (await store.get(key)) !== undefined, 15_000);
+  });
+});
+
+describe("RedisStore over TLS (rediss://)", { skip, timeout: 60_000 }, () => {
+  let redis: RedisServer;
+  before(async () => {
+    const pki = testPki();
+    redis = await startRedis({ tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile } });
+  });
+  after(async () => {
+    await redis?.stop();
+  });
+
+  test("a rediss:// URL connects with TLS, verifying the server against the given CA", async () => {
+    const store = new RedisStore({ url: redis.tlsUrl!, ...sealing, tls: { ca: testPki().caCert } });
+    await store.ready();
+    const { der, key, session: s } = session();
+    await store.set(key, store.sealer.seal(key, der), s.expiresAt);
+    assert.ok(await store.get(key));
+    await store.close();
+    // Without the CA the certificate is refused: nothing is stored or read, and nothing throws.
+    const errors: Error[] = [];
+    const untrusted = new RedisStore({ url: redis.tlsUrl!, ...sealing, onError: (e) => errors.push(e) });
+    await assert.rejects(untrusted.ready(1500));
+    assert.equal(await untrusted.get(key), undefined);
+    assert.ok(
+      errors.some((e) => /certificate/i.test(e.message)),
+      errors.map((e) => e.message).join("; "),
+    );
+    await untrusted.close();
   });
 });
 

@@ -7,10 +7,12 @@ import { describe, test } from "node:test";
 import type { StoreKey } from "../src/engine/store.js";
 import { parseSession } from "../src/session/index.js";
 import {
+  fetchStoredSession,
   generateSealKey,
   MemoryStore,
   openStoredSession,
   PLAINTEXT_V1,
+  putStoredSession,
   RedisStore,
   SEAL_OVERHEAD,
   SEALED_V1,
@@ -272,6 +274,28 @@ describe("openStoredSession", () => {
   });
 });
 
+describe("fetchStoredSession / putStoredSession", () => {
+  test("put then fetch (get, or take once); a bad value is a miss reported to onRejected", async () => {
+    const store = new MemoryStore({ sealing: { keys: [randomBytes(32)] } });
+    const { session, key, der } = fixture();
+    await putStoredSession(store, key, session);
+    const got = await fetchStoredSession(store, key);
+    assert.deepEqual(Buffer.from(got!.der), Buffer.from(der));
+    assert.ok(await fetchStoredSession(store, key, { take: true }));
+    assert.equal(await fetchStoredSession(store, key, { take: true }), undefined);
+
+    const rejected: StoreValueError[] = [];
+    await store.set(key, Uint8Array.of(0xa1, 0, 0), session.expiresAt);
+    assert.equal(await fetchStoredSession(store, key, { onRejected: (e) => rejected.push(e) }), undefined);
+    assert.deepEqual(
+      rejected.map((e) => e.reason),
+      ["truncated"],
+    );
+    // Filing a session under another key is refused before anything is written.
+    assert.throws(() => putStoredSession(store, { ...key, id: newId() }, session), { reason: "id-mismatch" });
+  });
+});
+
 describe("MemoryStore", () => {
   const key = (): StoreKey => ({ namespace: "server", protocolVersion: 0x0303, context: CTX, id: newId() });
 
@@ -333,6 +357,12 @@ describe("MemoryStore", () => {
     assert.equal(await s.get(k), undefined);
     await s.set(k, Uint8Array.of(PLAINTEXT_V1), t / 1000 - 1);
     assert.equal(s.size, 0);
+    // Writes prune expired entries from the oldest end: memory follows the live set.
+    for (let i = 0; i < 40; i++) await s.set(key(), Uint8Array.of(PLAINTEXT_V1), t / 1000 + 5);
+    t += 10_000;
+    await s.set(key(), Uint8Array.of(PLAINTEXT_V1), t / 1000 + 5);
+    await s.set(key(), Uint8Array.of(PLAINTEXT_V1), t / 1000 + 5);
+    assert.equal(s.size, 2);
   });
 
   test("maxEntries evicts the oldest written", async () => {

@@ -181,9 +181,12 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   } catch (err) {
     attached.detach();
     cache.close();
-    throw new CliError(`cannot listen on ${urlHost(listen.host)}:${listen.port}: ${describeError(err)}`, {
-      cause: err,
-    });
+    const busy =
+      (err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (--listen HOST:0 picks a free port)" : "";
+    throw new CliError(
+      `cannot listen on ${urlHost(listen.host)}:${listen.port}: ${describeError(err)}${busy}`,
+      { cause: err },
+    );
   }
   server.on("error", (err) => log(`sesscache: server error: ${describeError(err)}`));
 
@@ -262,7 +265,7 @@ function handle(req: IncomingMessage, res: ServerResponse, info: Info): void {
   } else if (path === "/stats") {
     send(res, 200, "application/json", `${JSON.stringify({ ...info(), connection }, null, 2)}\n`);
   } else {
-    send(res, 200, "text/html; charset=utf-8", page({ ...info() }, connection));
+    send(res, 200, "text/html; charset=utf-8", page(info(), connection));
   }
 }
 
@@ -329,7 +332,7 @@ export function register(program: Command): void {
       "after",
       "\nExamples:\n" +
         "  sesscache serve\n" +
-        "  sesscache serve --listen [::1]:0 --tickets off --timeout 300\n" +
+        "  sesscache serve --listen [::1]:0 --timeout 300 --cache-size 1000\n" +
         "  curl --cacert ~/.local/state/sesscache/tls/cert.pem https://localhost:8443/stats https://localhost:8443/stats\n" +
         "  openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_out s.pem; " +
         "openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_in s.pem",
@@ -370,9 +373,10 @@ export function register(program: Command): void {
       if (handle.certGenerated) {
         log(`made a self-signed certificate for localhost: ${handle.certFile}`);
       }
-      const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
-      process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
       stopOnSignals(handle, log);
+      const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
+      // Tests and scripts read the port from this line: keep its shape.
+      process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
     });
 }
 

@@ -3,7 +3,7 @@
 // expiry order, flush, counters, remove callback); this class layers identity → sessions on top and
 // keeps that map consistent through the engine's remove callback, so eviction, flush and expiry in
 // the engine drop the identity's references too.
-import { X509Certificate } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import { SessionCache, type SessionCacheStats } from "../engine/index.js";
 import { parseSession, type Session, SessionDecodeError, withTimes } from "../session/index.js";
@@ -62,26 +62,47 @@ function engineKey(s: Session): string {
   return `${s.protocolVersion}:${Buffer.from(s.id.buffer, s.id.byteOffset, s.id.byteLength).toString("hex")}`;
 }
 
+// Decoding a certificate into Node's legacy object costs about a millisecond, more than the
+// resumption saves; the same few certificates come back on every connection, so the objects are
+// kept by the digest of their DER (frozen: they are shared between check calls).
+const legacyCerts = new Map<string, tls.PeerCertificate>();
+const MAX_LEGACY_CERTS = 64;
+
+function legacyCertificate(der: Uint8Array): tls.PeerCertificate {
+  const key = createHash("sha256").update(der).digest("base64");
+  let cert = legacyCerts.get(key);
+  if (cert === undefined) {
+    cert = Object.freeze(new X509Certificate(der).toLegacyObject());
+    if (legacyCerts.size >= MAX_LEGACY_CERTS) legacyCerts.clear();
+    legacyCerts.set(key, cert);
+  }
+  return cert;
+}
+
 /**
  * The certificate a resumed connection stands on. On a resumed client connection Node 20's
  * getPeerCertificate() is empty (it reads the peer chain, which a session does not keep), so the
  * certificate comes from the session in use, as OpenSSL keeps it ([3] peer certificate).
  */
-function resumedPeerCertificate(socket: tls.TLSSocket, offered: Session | undefined): tls.PeerCertificate | undefined {
+function resumedPeerCertificate(
+  socket: tls.TLSSocket,
+  current: Session | undefined,
+): tls.PeerCertificate | undefined {
+  const raw = current?.peerCertificate;
+  if (raw) return legacyCertificate(raw);
   const live = socket.getPeerCertificate(true);
-  if (live && Object.keys(live).length > 0) return live;
+  return live && Object.keys(live).length > 0 ? live : undefined;
+}
+
+/** The socket's current session, decoded; undefined if there is none or it does not decode. */
+function currentSession(socket: tls.TLSSocket, now: number): Session | undefined {
   const der = socket.getSession();
-  let session = offered;
-  if (der) {
-    try {
-      session = parseSession(der);
-    } catch {
-      // fall back to the offered session
-    }
+  if (!der) return undefined;
+  try {
+    return parseSession(der, { now });
+  } catch {
+    return undefined;
   }
-  const raw = session?.peerCertificate;
-  if (!raw) return undefined;
-  return new X509Certificate(raw).toLegacyObject();
 }
 
 /**
@@ -255,8 +276,10 @@ export class ClientSessionCache {
     // Prepended so the check runs before any application listener sees the connection.
     socket.prependOnceListener("secureConnect", () => {
       const reused = socket.isSessionReused();
+      // The session resumed: normally the one offered; for TLS 1.2 it may be a renewed ticket.
+      const current = reused ? (currentSession(socket, this.#clock()) ?? offered) : undefined;
       if (reused && this.#verifyResumed && !options.pskCallback) {
-        const err = this.#checkResumed(socket, plan);
+        const err = this.#checkResumed(socket, plan, current);
         if (err) {
           failed = true;
           if (offered) this.#drop(offered);
@@ -272,13 +295,12 @@ export class ClientSessionCache {
       this.engine.handshakeCompleted("client");
       if (reused) this.#hits++;
       else this.#misses++;
-      if (reused && !failed && socket.getProtocol() !== "TLSv1.3") {
-        // A TLS 1.2 server may renew the ticket inside a resumed handshake; OpenSSL emits no new
-        // session for it, so Node has no 'session' event. The renewed session is the socket's now.
-        const der = socket.getSession();
-        if (der) {
-          const s = this.add(identity, der);
-          if (s && (!offered || engineKey(s) !== engineKey(offered))) received.push(s);
+      // A TLS 1.2 server may renew the ticket inside a resumed handshake; OpenSSL emits no new
+      // session for it, so Node has no 'session' event: the renewed session is the socket's now.
+      if (current && !failed && current.protocolVersion !== TLS1_3) {
+        if (!offered || engineKey(current) !== engineKey(offered)) {
+          const s = this.add(identity, current);
+          if (s) received.push(s);
         }
       }
     });
@@ -291,13 +313,20 @@ export class ClientSessionCache {
     // client no way to tell a close_notify from a bare TCP FIN (both are 'end', then a close
     // without error), so OpenSSL's truncation guard cannot be applied.
     let secured = false;
+    let tlsError = false;
     socket.once("secureConnect", () => {
       secured = true;
     });
+    // After the handshake Node emits OpenSSL's errors as 'error' without destroy(err), so
+    // `errored` stays null; its internal '_tlsError' event is where they show (listening to it,
+    // unlike to 'error', leaves the application's error handling as it was).
+    socket.once("_tlsError", () => {
+      tlsError = true;
+    });
     socket.once("close", (hadError: boolean) => {
       const err = socket.errored;
-      if (!hadError && !err) return;
-      if (secured && !isTlsError(err)) return;
+      if (!hadError && !err && !tlsError) return;
+      if (secured && !tlsError && !isTlsError(err)) return;
       failed = true;
       if (offered) this.#drop(offered);
       for (const s of received) this.#drop(s);
@@ -331,7 +360,11 @@ export class ClientSessionCache {
     if (!this.#persistence) return 0;
     let n = 0;
     for (const e of await this.#persistence.load()) {
-      if (typeof e?.identity === "string" && e.session instanceof Uint8Array && this.add(e.identity, e.session)) {
+      if (
+        typeof e?.identity === "string" &&
+        e.session instanceof Uint8Array &&
+        this.add(e.identity, e.session)
+      ) {
         n++;
       }
     }
@@ -364,12 +397,16 @@ export class ClientSessionCache {
     return Math.min(t, MAX_SESSION_LIFETIME);
   }
 
-  #checkResumed(socket: tls.TLSSocket, plan: ClientConnectPlan): ResumedIdentityError | undefined {
+  #checkResumed(
+    socket: tls.TLSSocket,
+    plan: ClientConnectPlan,
+    current: Session | undefined,
+  ): ResumedIdentityError | undefined {
     const name = plan.identity.checkName;
     const check = plan.options.checkServerIdentity ?? tls.checkServerIdentity;
     let err: Error | undefined;
     try {
-      const cert = resumedPeerCertificate(socket, plan.session);
+      const cert = resumedPeerCertificate(socket, current);
       err = cert ? check(name, cert) : new Error("the resumed session carries no peer certificate");
     } catch (e) {
       err = e instanceof Error ? e : new Error(String(e));

@@ -2,8 +2,9 @@
 // agent key (FIFO, 100 keys, no expiry) through _getSession/_cacheSession/_evictSession, which see
 // only the key; createConnection sees the full connection options (after the agent merged its own
 // and normalised servername), so that is what is overridden. Node's session methods are left unused.
-import type { Duplex } from "node:stream";
+
 import https from "node:https";
+import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { ClientSessionCache } from "./client-cache.js";
 import type { IdentityOptions } from "./identity.js";

@@ -7,7 +7,7 @@ export {
   ResumedIdentityError,
 } from "./client-cache.js";
 export { type CachedConnectionOptions, connect } from "./connect.js";
-export { CachedHttpsAgent, type CachedAgentOptions, createHttpsAgent } from "./https-agent.js";
+export { type CachedAgentOptions, CachedHttpsAgent, createHttpsAgent } from "./https-agent.js";
 export { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
 export type { ClientSessionEntry, ClientSessionPersistence } from "./persistence.js";
 export {

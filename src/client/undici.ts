@@ -49,8 +49,15 @@ function connectTimeoutError(hostname: string, port: string | number, ms: number
  * offers a session verified for its exact identity, and learns the ones issued (R21–R23).
  */
 export function undiciConnector(options: UndiciConnectorOptions = {}): UndiciConnector {
-  const { cache: given, allowH2, timeout, socketPath, keepAlive, keepAliveInitialDelay, ...tlsOptions } =
-    options;
+  const {
+    cache: given,
+    allowH2,
+    timeout,
+    socketPath,
+    keepAlive,
+    keepAliveInitialDelay,
+    ...tlsOptions
+  } = options;
   const cache = given ?? new ClientSessionCache();
   const connectTimeout = timeout ?? 10_000;
   const alpn = allowH2 ? ["http/1.1", "h2"] : ["http/1.1"];

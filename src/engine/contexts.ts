@@ -7,6 +7,8 @@ export const MAX_CONTEXTS = 0xffff;
 
 export class ContextTable {
   private readonly bytes: Uint8Array[] = [];
+  /** Each context as its DER field, a4 (n+2) 04 n <bytes>, written back into sessions on copy-out. */
+  private readonly fields: Uint8Array[] = [];
   private readonly refs: number[] = [];
   private readonly byKey = new Map<string, number>();
   private readonly spare: number[] = [];
@@ -15,11 +17,24 @@ export class ContextTable {
 
   /** The interned index for ctx with one more reference, or -1 when the table is full. */
   retain(ctx: Uint8Array): number {
+    return this.retainAt(ctx, 0, ctx.length);
+  }
+
+  /** retain() for the n bytes of buf at off, without a view object on the fast path. */
+  retainAt(buf: Uint8Array, off: number, n: number): number {
     const last = this.last;
-    if (last >= 0 && this.refs[last] > 0 && sameBytes(this.bytes[last], ctx)) {
-      this.refs[last]++;
-      return last;
+    if (last >= 0 && this.refs[last] > 0) {
+      const b = this.bytes[last];
+      if (b.length === n) {
+        let i = 0;
+        while (i < n && b[i] === buf[off + i]) i++;
+        if (i === n) {
+          this.refs[last]++;
+          return last;
+        }
+      }
     }
+    const ctx = buf.subarray(off, off + n);
     const key = latin1(ctx);
     let i = this.byKey.get(key);
     if (i === undefined) {
@@ -27,6 +42,13 @@ export class ContextTable {
       else if (this.bytes.length < MAX_CONTEXTS) i = this.bytes.length;
       else return -1;
       this.bytes[i] = ctx.slice();
+      const field = new Uint8Array(4 + n);
+      field[0] = 0xa4;
+      field[1] = n + 2;
+      field[2] = 0x04;
+      field[3] = n;
+      field.set(ctx, 4);
+      this.fields[i] = field;
       this.refs[i] = 0;
       this.byKey.set(key, i);
     }
@@ -44,6 +66,7 @@ export class ContextTable {
     if (--this.refs[i] === 0) {
       this.byKey.delete(latin1(this.bytes[i]));
       this.bytes[i] = EMPTY;
+      this.fields[i] = EMPTY;
       this.spare.push(i);
     }
   }
@@ -51,6 +74,11 @@ export class ContextTable {
   /** The bytes of an index (shared: callers must not modify them). */
   get(i: number): Uint8Array {
     return this.bytes[i];
+  }
+
+  /** The DER field of an index (shared: callers must not modify it). */
+  field(i: number): Uint8Array {
+    return this.fields[i];
   }
 
   /** Distinct contexts alive. */

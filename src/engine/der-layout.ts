@@ -45,13 +45,38 @@ export function locateId(der: Uint8Array): number {
  * cache re-encodes such sessions before storing them.
  */
 export function hasTimeFields(der: Uint8Array, idOffset: number): boolean {
+  return afterTimes(der, idOffset) > 0;
+}
+
+/** Offset just past [2] timeout, or -1 when [1] and [2] are not both there. */
+function afterTimes(der: Uint8Array, idOffset: number): number {
   // Skip the id, then master_key.
-  if (!header(der, idOffset + der[idOffset - 1], 0x04)) return false;
+  if (!header(der, idOffset + der[idOffset - 1], 0x04)) return -1;
   let at = pos + len;
   if (at < der.length && der[at] === 0x80) {
-    if (!header(der, at, 0x80)) return false;
+    if (!header(der, at, 0x80)) return -1;
     at = pos + len;
   }
-  if (!header(der, at, 0xa1)) return false;
-  return header(der, pos + len, 0xa2);
+  if (!header(der, at, 0xa1)) return -1;
+  if (!header(der, pos + len, 0xa2)) return -1;
+  return pos + len;
+}
+
+/**
+ * Offset of the [4] session_id_context field when it has the canonical short form
+ * a4 (n+2) 04 n <n bytes> with n <= 32, else 0 (an offset no field can have). The index leaves
+ * that field out of the stored bytes, since the context is interned anyway: 36 of a typical
+ * server session's 158 bytes.
+ */
+export function contextFieldOffset(der: Uint8Array, idOffset: number): number {
+  let at = afterTimes(der, idOffset);
+  if (at < 0) return 0;
+  if (at < der.length && der[at] === 0xa3) {
+    if (!header(der, at, 0xa3)) return 0;
+    at = pos + len;
+  }
+  if (at + 4 > der.length || der[at] !== 0xa4 || der[at + 2] !== 0x04) return 0;
+  const n = der[at + 3];
+  if (n > 32 || der[at + 1] !== n + 2 || at + 4 + n > der.length) return 0;
+  return at;
 }

@@ -14,9 +14,10 @@
 import { parseSession, SslSession, withTimes } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { CachedSession } from "./cached-session.js";
+import { coarseClock } from "./clock.js";
 import { sameBytes } from "./contexts.js";
-import { hasTimeFields, locateId } from "./der-layout.js";
-import { type IndexMemory, NIL, PackedIndex } from "./index-table.js";
+import { contextFieldOffset, hasTimeFields, locateId } from "./der-layout.js";
+import { type IndexMemory, MAX_ID_OFFSET, NIL, PackedIndex } from "./index-table.js";
 import { parseMode, SessionCacheMode, type SessionCacheModeInput } from "./mode.js";
 
 export { SessionCacheMode, type SessionCacheModeInput } from "./mode.js";
@@ -93,7 +94,6 @@ export interface SessionCacheMemory extends IndexMemory {
 }
 
 const M = SessionCacheMode;
-const defaultClock = () => Math.floor(Date.now() / 1000);
 const utf8 = new TextEncoder();
 
 export class SessionCache {
@@ -111,8 +111,9 @@ export class SessionCache {
   private readonly index = new PackedIndex();
   /** The session as put() stored it (UPDATE_TIME and re-encoding may change it). */
   private stored: Session | undefined;
-  /** Offset of the id in the session prepare() last returned. */
+  /** Offsets of the id and of the [4] context field (0: none) in the session prepare() last returned. */
   private preparedIdOffset = 0;
+  private preparedContextField = 0;
 
   private connect = 0;
   private connectGood = 0;
@@ -127,7 +128,7 @@ export class SessionCache {
   private cacheFull = 0;
 
   constructor(options: SessionCacheOptions = {}) {
-    this.clock = options.clock ?? defaultClock;
+    this.clock = options.clock ?? coarseClock;
     this.onNew = options.onNewSession;
     this.onRemove = options.onRemoveSession;
     this.getExternal = options.getSession;
@@ -162,7 +163,6 @@ export class SessionCache {
     }
     const prev = this.size;
     this.size = size;
-    this.index.capacityHint = size;
     return prev;
   }
 
@@ -403,22 +403,22 @@ export class SessionCache {
     const updateTime = (this.mode & M.UPDATE_TIME) !== 0;
     const t = this.prepare(updateTime ? stamp(s, now) : s);
     const idOffset = this.preparedIdOffset;
+    const cut = this.preparedContextField;
     this.stored = t;
     if (e !== NIL && this.isSameSession(e, t, updateTime, now)) {
       // OpenSSL re-adds the very session to the list: with UPDATE_TIME at its new expiry, and in
       // any case as the newest of its expiry (SSL_SESSION_list_add).
-      if (!idx.bytesEqual(e, t.der)) idx.replaceBytes(e, t.der, idOffset);
-      idx.relink(e, t.expiresAt);
+      if (idx.bytesEqual(e, t.der)) idx.relink(e, t.expiresAt);
+      else idx.replace(e, t.der, idOffset, cut, t.expiresAt, h);
       return false;
     }
-    const ctx = idx.contexts.retain(t.sessionIdContext);
-    if (ctx < 0) {
-      this.report(
-        new RangeError("too many distinct session id contexts; session not cached"),
-        "onNewSession",
-      );
-      return false;
-    }
+    // The context as the stored bytes carry it (the index cuts that field out and restores it).
+    const ctx =
+      cut !== 0
+        ? idx.contexts.retainAt(t.der, cut + 4, t.der[cut + 3])
+        : idx.contexts.retain(t.sessionIdContext);
+    // Nothing is changed yet: the cache stays as it was.
+    if (ctx < 0) throw new RangeError("too many distinct session id contexts in the cache (65535)");
     // A different session under the same key is replaced silently: no remove callback (R10, R16).
     if (e !== NIL) idx.remove(e);
     let victims: Session[] | undefined;
@@ -437,7 +437,7 @@ export class SessionCache {
       }
     }
     try {
-      idx.insert(t.der, idOffset, ver, ctx, t.expiresAt, h);
+      idx.insert(t.der, idOffset, cut, ver, ctx, t.expiresAt, h);
     } catch (err) {
       idx.contexts.release(ctx);
       throw err;
@@ -466,7 +466,9 @@ export class SessionCache {
       off = locateId(s.der);
       if (off < 0) throw new TypeError("session DER has no session id where an SSL_SESSION has one");
     }
+    if (off > MAX_ID_OFFSET) throw new RangeError("session DER layout not supported: session id too far in");
     this.preparedIdOffset = off;
+    this.preparedContextField = contextFieldOffset(s.der, off);
     return s;
   }
 

@@ -167,14 +167,6 @@ interface TlsServerInternals extends tls.Server {
 type ResumeCallback = (err: Error | null, session: Uint8Array | null) => void;
 type ConnectionListener = (this: tls.Server, socket: Socket) => void;
 
-/** What a TLS 1.3 hello offered, kept from the peek until Node's resumeSession asks (§9.3). */
-interface PendingHello {
-  /** The first 32-byte PSK identity, or undefined: nothing that can hit. */
-  psk: Uint8Array | undefined;
-  /** Open connections that sent this legacy id (more than one: a collision, answered as a miss). */
-  refs: number;
-}
-
 const attached = new WeakSet<tls.Server>();
 
 /**
@@ -286,9 +278,18 @@ export function attachSessionCache(
   // after detach(), as a shared SSL_CTX's would.
   if (cacheCtx.length === 0) cache.setSessionIdContext(sidCtxBytes);
   let installedCreds: TlsServerInternals["_sharedCreds"] = srv._sharedCreds;
-  // Reading the ClientHello is only needed when TLS 1.3 can be negotiated: TLS 1.2 resumption needs
-  // nothing but Node's own resumeSession.
-  let peekHellos = canNegotiateTls13(srv);
+
+  const tlsListener = findTlsConnectionListener(srv);
+  const adapter = new ServerAdapter(srv, cache, tlsListener, log, {
+    tickets,
+    reuseTickets,
+    lookupTimeout,
+    helloTimeout,
+    peekHellos: canNegotiateTls13(srv),
+  });
+  if (tlsListener === undefined) {
+    log.log("no-listener", "the server's TLS 'connection' listener was not found: TLS 1.3 resumes in full");
+  }
   // A later setSecureContext (a certificate rotation) keeps NO_TICKET and the context.
   Object.defineProperty(srv, "setSecureContext", {
     configurable: true,
@@ -298,12 +299,101 @@ export function attachSessionCache(
       userOptions = o;
       protoSetSecureContext.call(this, withOurOptions(o));
       installedCreds = srv._sharedCreds;
-      peekHellos = canNegotiateTls13(srv);
+      adapter.peekHellos = canNegotiateTls13(srv);
     },
   });
 
-  // ---- counters --------------------------------------------------------------------------------
-  const st: AttachedSessionCacheStats = {
+  // ---- install --------------------------------------------------------------------------------
+  if (tlsListener !== undefined) replaceListener(srv, "connection", tlsListener, adapter.onConnection);
+  else srv.on("connection", adapter.onConnection);
+  srv.on("newSession", adapter.onNewSession);
+  srv.on("resumeSession", adapter.onResumeSession);
+  srv.on("secureConnection", adapter.onSecureConnection);
+  attached.add(server);
+
+  return {
+    sessionIdContext: sidCtxBytes,
+    stats: () => adapter.stats(),
+    detach() {
+      if (adapter.detached) return;
+      adapter.detach();
+      srv.removeListener("newSession", adapter.onNewSession);
+      srv.removeListener("resumeSession", adapter.onResumeSession);
+      srv.removeListener("secureConnection", adapter.onSecureConnection);
+      if (tlsListener !== undefined) replaceListener(srv, "connection", adapter.onConnection, tlsListener);
+      else srv.removeListener("connection", adapter.onConnection);
+      if (ownSetSecureContext) Object.defineProperty(srv, "setSecureContext", ownSetSecureContext);
+      else delete (srv as { setSecureContext?: unknown }).setSecureContext;
+      if (userOptions !== undefined) {
+        // The user rotated the context meanwhile: rebuild it from their options as they gave them.
+        protoSetSecureContext.call(srv, userOptions);
+      } else if (saved !== undefined && srv._sharedCreds === installedCreds) {
+        for (const [k, v] of Object.entries(saved)) (srv as unknown as Record<string, unknown>)[k] = v;
+      }
+      attached.delete(server);
+    },
+  };
+}
+
+// ---- per-connection machinery ---------------------------------------------------------------------
+// Every handshake passes through here, so nothing below allocates a closure per connection: socket
+// listeners are shared functions that find their state on the socket, and one sweep timer per
+// server (running only while something waits) enforces the hello deadline.
+
+const kPeek = Symbol("sesscache.peek");
+type PeekedSocket = Socket & { [kPeek]?: Peek | undefined };
+
+/** A connection whose first flight is being read. */
+class Peek {
+  readonly reader = new ClientHelloReader();
+  first: Buffer | undefined = undefined;
+  rest: Buffer[] | undefined = undefined;
+  constructor(
+    readonly adapter: ServerAdapter,
+    readonly socket: PeekedSocket,
+    /** Sweep tick at which it times out. */
+    readonly expires: number,
+  ) {}
+}
+
+function onPeekData(this: PeekedSocket, chunk: Buffer): void {
+  const p = this[kPeek];
+  if (p !== undefined) p.adapter.peekData(p, chunk);
+}
+
+function onPeekGone(this: PeekedSocket): void {
+  const p = this[kPeek];
+  if (p !== undefined) p.adapter.peekGone(p);
+}
+
+/** What a TLS 1.3 hello offered, kept from the peek until Node's resumeSession asks (§9.3). */
+interface PendingHello {
+  /** The legacy_session_id (a copy): the key's hash may collide. */
+  readonly legacyId: Uint8Array;
+  /** The first 32-byte PSK identity, or undefined: nothing that can hit. */
+  psk: Uint8Array | undefined;
+  /** Connections that sent this legacy id and have not been answered yet. */
+  refs: number;
+  /** Sweep tick when recorded (an entry not asked for within a tick is stale). */
+  readonly tick: number;
+}
+
+interface AdapterOptions {
+  tickets: boolean;
+  reuseTickets: boolean;
+  lookupTimeout: number;
+  helloTimeout: number;
+  peekHellos: boolean;
+}
+
+class ServerAdapter {
+  peekHellos: boolean;
+  detached = false;
+  private readonly tickets: boolean;
+  private readonly reuseTickets: boolean;
+  private readonly lookupTimeout: number;
+  private readonly helloTimeout: number;
+  private readonly st: AttachedSessionCacheStats = {
     connections: 0,
     hellosRead: 0,
     pskOffered: 0,
@@ -320,116 +410,169 @@ export function attachSessionCache(
     helloAborted: 0,
     pendingHellos: 0,
   };
+  /** Connections being read, oldest first (all share one deadline, so also by expiry). */
+  private readonly peeking = new Set<Peek>();
+  /** TLS 1.3 hellos handed to Node, by a hash of their legacy id, oldest first. */
+  private readonly pending = new Map<number, PendingHello>();
+  /** Sweep ticks: the hello deadline is counted in them. */
+  private tick = 0;
+  private readonly period: number;
+  private readonly helloTicks: number;
+  private sweepTimer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(
+    private readonly srv: TlsServerInternals,
+    private readonly cache: SessionCache,
+    private readonly tlsListener: ConnectionListener | undefined,
+    private readonly log: RateLimitedLog,
+    o: AdapterOptions,
+  ) {
+    this.tickets = o.tickets;
+    this.reuseTickets = o.reuseTickets;
+    this.lookupTimeout = o.lookupTimeout;
+    this.helloTimeout = o.helloTimeout;
+    this.peekHellos = o.peekHellos;
+    // A connection is closed between helloTimeout and 1.25 x helloTimeout after it was accepted.
+    this.period = Math.min(1000, Math.max(5, o.helloTimeout / 4));
+    this.helloTicks = Math.ceil(o.helloTimeout / this.period) + 1;
+  }
+
+  stats(): AttachedSessionCacheStats {
+    return { ...this.st, pendingHellos: this.pending.size };
+  }
+
+  detach(): void {
+    this.detached = true;
+    // Connections still being read go on to Node's TLS layer when their hello is in.
+  }
 
   // ---- the hand-off (spec §9.1–9.4) ------------------------------------------------------------
-  const pending = new Map<string, PendingHello>();
-  const tlsListener = findTlsConnectionListener(srv);
-  if (tlsListener === undefined) {
-    log.log("no-listener", "the server's TLS 'connection' listener was not found: TLS 1.3 resumes in full");
-  }
-  let detached = false;
 
-  const handOff = (socket: Socket) => {
+  readonly onConnection = (socket: Socket): void => {
+    this.st.connections++;
     try {
-      tlsListener!.call(srv, socket);
+      this.cache.handshakeStarted("server");
     } catch (err) {
-      log.log("handoff", () => `Node's TLS layer refused a connection: ${(err as Error)?.message}`);
-      socket.destroy();
+      this.log.log("counter", () => `handshakeStarted failed: ${(err as Error)?.message}`);
     }
-  };
-
-  const remember = (legacyId: Uint8Array, psk: Uint8Array | undefined, socket: Socket) => {
-    const key = latin1(legacyId);
-    let entry = pending.get(key);
-    if (entry === undefined) {
-      entry = { psk, refs: 1 };
-      pending.set(key, entry);
-    } else {
-      // Two open connections with one "random" legacy id: a client bug or a forgery. Neither can be
-      // told from the other when resumeSession asks, so both get a full handshake.
-      entry.psk = undefined;
-      entry.refs++;
-    }
-    const e = entry;
-    socket.once("close", () => {
-      if (--e.refs === 0 && pending.get(key) === e) pending.delete(key);
-    });
-  };
-
-  function onConnection(this: tls.Server, socket: Socket): void {
-    st.connections++;
-    try {
-      cache.handshakeStarted("server");
-    } catch (err) {
-      log.log("counter", () => `handshakeStarted failed: ${(err as Error)?.message}`);
-    }
-    if (!peekHellos || srv.pauseOnConnect || socket.destroyed) {
-      handOff(socket);
+    // Reading the ClientHello is only needed when TLS 1.3 can be negotiated: TLS 1.2 resumption
+    // needs nothing but Node's own resumeSession.
+    if (!this.peekHellos || this.tlsListener === undefined || this.srv.pauseOnConnect || socket.destroyed) {
+      this.handOff(socket);
       return;
     }
-    const reader = new ClientHelloReader();
-    let first: Buffer | undefined;
-    let rest: Buffer[] | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const cleanup = () => {
-      socket.removeListener("data", onData);
-      socket.removeListener("end", onGone);
-      socket.removeListener("close", onGone);
-      socket.removeListener("error", onGone);
-      if (timer !== undefined) clearTimeout(timer);
-    };
-    const onGone = () => {
-      cleanup();
-      st.helloAborted++;
+    const p = new Peek(this, socket, this.tick + this.helloTicks);
+    (socket as PeekedSocket)[kPeek] = p;
+    socket.on("data", onPeekData);
+    // 'close' follows 'end' unless the server allows half-open sockets; the deadline covers those.
+    socket.on("close", onPeekGone);
+    socket.on("error", onPeekGone);
+    this.peeking.add(p);
+    this.startSweep();
+  };
+
+  private handOff(socket: Socket): void {
+    if (this.tlsListener === undefined) return; // Node's own listener is still in place
+    try {
+      this.tlsListener.call(this.srv, socket);
+    } catch (err) {
+      this.log.log("handoff", () => `Node's TLS layer refused a connection: ${(err as Error)?.message}`);
       socket.destroy();
-    };
-    const onData = (chunk: Buffer) => {
-      if (first === undefined) first = chunk;
-      else if (rest === undefined) rest = [chunk];
-      else rest.push(chunk);
-      const r: ClientHelloResult = reader.push(chunk);
-      if (r.kind === "more") return;
-      cleanup();
-      if (r.kind === "done") {
-        st.hellosRead++;
-        const h = r.hello;
-        if (h.records > 1) st.fragmentedHellos++;
-        // Only a one-record TLS 1.3 hello with a legacy id gets a resumeSession from Node (§9.5).
-        if (!detached && h.offersTls13 && h.legacyId.length > 0 && h.records === 1) {
-          let psk: Uint8Array | undefined;
-          for (const id of h.pskIdentities) {
-            if (id.length === STATEFUL_TICKET_ID_BYTES) {
-              psk = id.slice();
-              st.pskOffered++;
-              break;
-            }
-          }
-          remember(h.legacyId, psk, socket);
-        }
-      } else {
-        st.helloNotUnderstood++;
-      }
-      // §9.2: stop the flow before putting the bytes back, or Node's TLS layer never sees them.
-      socket.pause();
-      socket.unshift(rest === undefined ? first : Buffer.concat([first, ...rest]));
-      handOff(socket);
-    };
-    const onTimeout = () => {
-      cleanup();
-      st.helloTimeouts++;
-      log.log("hello-timeout", `no ClientHello within ${helloTimeout} ms: connection closed`);
-      socket.destroy();
-    };
-    socket.on("data", onData);
-    socket.on("end", onGone);
-    socket.on("close", onGone);
-    socket.on("error", onGone);
-    timer = setTimeout(onTimeout, helloTimeout);
-    timer.unref();
+    }
   }
 
-  // ---- TLS 1.2 newSession / resumeSession ------------------------------------------------------
-  const onNewSession = (_id: Buffer, der: Buffer, done: () => void) => {
+  private endPeek(p: Peek): void {
+    const s = p.socket;
+    s.removeListener("data", onPeekData);
+    s.removeListener("close", onPeekGone);
+    s.removeListener("error", onPeekGone);
+    s[kPeek] = undefined;
+    this.peeking.delete(p);
+  }
+
+  peekData(p: Peek, chunk: Buffer): void {
+    if (p.first === undefined) p.first = chunk;
+    else if (p.rest === undefined) p.rest = [chunk];
+    else p.rest.push(chunk);
+    const r: ClientHelloResult = p.reader.push(chunk);
+    if (r.kind === "more") return;
+    this.endPeek(p);
+    if (r.kind === "done") {
+      this.st.hellosRead++;
+      const h = r.hello;
+      if (h.records > 1) this.st.fragmentedHellos++;
+      // Only a one-record TLS 1.3 hello with a legacy id gets a resumeSession from Node (§9.5).
+      if (!this.detached && h.offersTls13 && h.legacyId.length > 0 && h.records === 1) {
+        let psk: Uint8Array | undefined;
+        for (const id of h.pskIdentities) {
+          if (id.length === STATEFUL_TICKET_ID_BYTES) {
+            psk = id.slice();
+            this.st.pskOffered++;
+            break;
+          }
+        }
+        this.remember(h.legacyId, psk);
+      }
+    } else {
+      this.st.helloNotUnderstood++;
+    }
+    const s = p.socket;
+    // §9.2: stop the flow before putting the bytes back, or Node's TLS layer never sees them.
+    s.pause();
+    s.unshift(p.rest === undefined ? p.first : Buffer.concat([p.first, ...p.rest]));
+    this.handOff(s);
+  }
+
+  peekGone(p: Peek): void {
+    this.endPeek(p);
+    this.st.helloAborted++;
+    p.socket.destroy();
+  }
+
+  private remember(legacyId: Uint8Array, psk: Uint8Array | undefined): void {
+    const key = idHash(legacyId);
+    const e = this.pending.get(key);
+    if (e === undefined) {
+      this.pending.set(key, { legacyId: legacyId.slice(), psk, refs: 1, tick: this.tick });
+    } else {
+      // Two connections with one "random" legacy id (a client bug or a forgery), or a hash
+      // collision: when resumeSession asks, neither can be told from the other, so both get a
+      // full handshake.
+      e.psk = undefined;
+      e.refs++;
+    }
+    this.startSweep();
+  }
+
+  private startSweep(): void {
+    if (this.sweepTimer !== undefined) return;
+    this.sweepTimer = setInterval(this.sweep, this.period);
+    this.sweepTimer.unref();
+  }
+
+  private readonly sweep = (): void => {
+    const t = ++this.tick;
+    for (const p of this.peeking) {
+      if (p.expires > t) break;
+      this.endPeek(p);
+      this.st.helloTimeouts++;
+      this.log.log("hello-timeout", `no ClientHello within ${this.helloTimeout} ms: connection closed`);
+      p.socket.destroy();
+    }
+    // resumeSession comes within a tick of the hand-off or never (the connection failed first).
+    for (const [k, e] of this.pending) {
+      if (e.tick + 2 > t) break;
+      this.pending.delete(k);
+    }
+    if (this.peeking.size === 0 && this.pending.size === 0) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+    }
+  };
+
+  // ---- newSession / resumeSession / secureConnection -------------------------------------------
+
+  readonly onNewSession = (_id: Buffer, der: Buffer, done: () => void): void => {
     // R14/§9: the server writes nothing until done(); the cache (and any slow store behind it)
     // gets the session afterwards.
     done();
@@ -437,36 +580,108 @@ export function attachSessionCache(
     try {
       session = parseSession(der);
     } catch (err) {
-      st.storeErrors++;
-      log.log("decode", () => `a new session could not be decoded: ${(err as Error)?.message}`);
+      this.st.storeErrors++;
+      this.log.log("decode", () => `a new session could not be decoded: ${(err as Error)?.message}`);
       return;
     }
     // With Node's stateless tickets a TLS 1.3 session is never looked up (OpenSSL decrypts the
     // ticket itself), so storing it would only fill the cache.
-    if (tickets && session.protocolVersion === TLS1_3_VERSION) return;
+    if (this.tickets && session.protocolVersion === TLS1_3_VERSION) return;
     try {
-      cache.updateCache(session, "server");
+      this.cache.updateCache(session, "server");
     } catch (err) {
-      st.storeErrors++;
-      log.log("store", () => `storing a new session failed: ${(err as Error)?.message}`);
+      this.st.storeErrors++;
+      this.log.log("store", () => `storing a new session failed: ${(err as Error)?.message}`);
     }
   };
 
-  const answer = (cb: ResumeCallback, session: Session | undefined, id: Uint8Array, version: number) => {
+  readonly onResumeSession = (id: Buffer, cb: ResumeCallback): void => {
+    if (this.pending.size > 0) {
+      const key = idHash(id);
+      const e = this.pending.get(key);
+      if (e !== undefined) {
+        // A TLS 1.3 hello: its legacy id is random; the session is the one its PSK names (§9.3).
+        const same = sameBytes(e.legacyId, id);
+        if (same && --e.refs === 0) this.pending.delete(key);
+        if (!same || e.psk === undefined) {
+          this.st.lookupsSkipped++;
+          miss(cb);
+          return;
+        }
+        this.lookup(e.psk, TLS1_3_VERSION, cb);
+        return;
+      }
+    }
+    this.lookup(id, TLS1_2_VERSION, cb);
+  };
+
+  readonly onSecureConnection = (): void => {
+    try {
+      this.cache.handshakeCompleted("server");
+    } catch (err) {
+      this.log.log("counter", () => `handshakeCompleted failed: ${(err as Error)?.message}`);
+    }
+  };
+
+  private lookup(id: Uint8Array, version: number, cb: ResumeCallback): void {
+    this.st.lookups++;
+    let r: Session | undefined | PromiseLike<Session | undefined>;
+    try {
+      r = this.cache.lookup(id, version);
+    } catch (err) {
+      this.st.lookupErrors++;
+      this.log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
+      miss(cb);
+      return;
+    }
+    if (!isThenable(r)) {
+      this.answer(cb, r, id, version);
+      return;
+    }
+    // An asynchronous cache: the answer races lookupTimeout; a late one is dropped.
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      this.st.lookupTimeouts++;
+      this.log.log("lookup-timeout", `session look-up took over ${this.lookupTimeout} ms: full handshake`);
+      miss(cb);
+    }, this.lookupTimeout);
+    r.then(
+      (session) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.answer(cb, session, id, version);
+      },
+      (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.st.lookupErrors++;
+        this.log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
+        miss(cb);
+      },
+    );
+  }
+
+  private answer(cb: ResumeCallback, session: Session | undefined, id: Uint8Array, version: number): void {
     let der: Uint8Array | null = null;
     if (session != null) {
       // §9.6: OpenSSL never checks what it is given. Anything but the exact session asked for kills
       // a TLS 1.3 handshake or resumes the wrong TLS 1.2 session.
       if (session.protocolVersion !== version || !hasId(session, id)) {
-        st.wrongAnswers++;
-        log.log("wrong", "the cache answered a session with another id or protocol version: refused");
+        this.st.wrongAnswers++;
+        this.log.log("wrong", "the cache answered a session with another id or protocol version: refused");
       } else {
-        if (version === TLS1_3_VERSION && !reuseTickets) {
-          st.ticketsConsumed++;
+        if (version === TLS1_3_VERSION && !this.reuseTickets) {
+          // R22: a ticket resumes once; removed before the handshake goes on, so a replay racing it
+          // cannot find it either.
+          this.st.ticketsConsumed++;
           try {
-            cache.removeSession(session);
+            this.cache.removeSession(session);
           } catch (err) {
-            log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
+            this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
           }
         }
         der = session.der;
@@ -475,126 +690,24 @@ export function attachSessionCache(
     try {
       cb(null, der);
     } catch (err) {
-      log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
+      this.log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
     }
-  };
-
-  const miss = (cb: ResumeCallback) => {
-    try {
-      cb(null, null);
-    } catch {
-      // The connection is gone; nothing to do.
-    }
-  };
-
-  const lookup = (id: Uint8Array, version: number, cb: ResumeCallback) => {
-    st.lookups++;
-    let r: Session | undefined | Promise<Session | undefined>;
-    try {
-      r = cache.lookup(id, version);
-    } catch (err) {
-      st.lookupErrors++;
-      log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
-      miss(cb);
-      return;
-    }
-    if (!isThenable(r)) {
-      answer(cb, r, id, version);
-      return;
-    }
-    let settled = false;
-    const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      st.lookupTimeouts++;
-      log.log("lookup-timeout", `session look-up took over ${lookupTimeout} ms: full handshake`);
-      miss(cb);
-    }, lookupTimeout);
-    r.then(
-      (session) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        answer(cb, session, id, version);
-      },
-      (err: unknown) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        st.lookupErrors++;
-        log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
-        miss(cb);
-      },
-    );
-  };
-
-  const onResumeSession = (id: Buffer, cb: ResumeCallback) => {
-    if (pending.size > 0) {
-      const entry = pending.get(latin1(id));
-      if (entry !== undefined) {
-        // A TLS 1.3 hello: its legacy id is random; the session is the one its PSK names (§9.3).
-        if (entry.psk === undefined) {
-          st.lookupsSkipped++;
-          miss(cb);
-          return;
-        }
-        lookup(entry.psk, TLS1_3_VERSION, cb);
-        return;
-      }
-    }
-    lookup(id, TLS1_2_VERSION, cb);
-  };
-
-  const onSecureConnection = () => {
-    try {
-      cache.handshakeCompleted("server");
-    } catch (err) {
-      log.log("counter", () => `handshakeCompleted failed: ${(err as Error)?.message}`);
-    }
-  };
-
-  // ---- install --------------------------------------------------------------------------------
-  let countingListener: (() => void) | undefined;
-  if (tlsListener !== undefined) {
-    replaceListener(srv, "connection", tlsListener, onConnection);
-  } else {
-    countingListener = () => {
-      st.connections++;
-      try {
-        cache.handshakeStarted("server");
-      } catch {
-        // counters only
-      }
-    };
-    srv.on("connection", countingListener);
   }
-  srv.on("newSession", onNewSession);
-  srv.on("resumeSession", onResumeSession);
-  srv.on("secureConnection", onSecureConnection);
-  attached.add(server);
+}
 
-  return {
-    sessionIdContext: sidCtxBytes,
-    stats: () => ({ ...st, pendingHellos: pending.size }),
-    detach() {
-      if (detached) return;
-      detached = true;
-      srv.removeListener("newSession", onNewSession);
-      srv.removeListener("resumeSession", onResumeSession);
-      srv.removeListener("secureConnection", onSecureConnection);
-      if (tlsListener !== undefined) replaceListener(srv, "connection", onConnection, tlsListener);
-      if (countingListener !== undefined) srv.removeListener("connection", countingListener);
-      if (ownSetSecureContext) Object.defineProperty(srv, "setSecureContext", ownSetSecureContext);
-      else delete (srv as { setSecureContext?: unknown }).setSecureContext;
-      if (userOptions !== undefined) {
-        // The user rotated the context meanwhile: rebuild it from their options as they gave them.
-        protoSetSecureContext.call(srv, userOptions);
-      } else if (saved !== undefined && srv._sharedCreds === installedCreds) {
-        for (const [k, v] of Object.entries(saved)) (srv as unknown as Record<string, unknown>)[k] = v;
-      }
-      attached.delete(server);
-    },
-  };
+function miss(cb: ResumeCallback): void {
+  try {
+    cb(null, null);
+  } catch {
+    // The connection is gone; nothing to do.
+  }
+}
+
+/** A 30-bit FNV-1a hash of a legacy id (a small-integer Map key: no string per connection). */
+function idHash(b: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return h & 0x3fffffff;
 }
 
 /** Node's own TLS 'connection' listener (the one tls.Server's constructor adds). */
@@ -694,10 +807,6 @@ function nonNegative(v: number | undefined, dflt: number, what: string): number 
 
 function isThenable<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
   return v !== null && typeof v === "object" && typeof (v as { then?: unknown }).then === "function";
-}
-
-function latin1(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
 }
 
 /**

@@ -16,7 +16,7 @@ import type { Session } from "./types.js";
 export const MAX_SESSION_DER_BYTES = 10240;
 const MAX_ID = 32; // SSL3_MAX_SSL_SESSION_ID_LENGTH
 const MAX_SID_CTX = 32; // SSL_MAX_SID_CTX_LENGTH
-// SSL_MAX_MASTER_KEY_LENGTH. OpenSSL's decoder takes up to TLS13_MAX_RESUMPTION_PSK_LENGTH (256/512)
+// SSL_MAX_MASTER_KEY_LENGTH. OpenSSL's decoder takes up to TLS13_MAX_RESUMPTION_PSK_LENGTH (hundreds)
 // for external PSK sessions, but resumption secrets are a hash output (≤ 48, SHA-384) and TLS 1.2
 // master secrets are 48, so nothing a session cache sees is longer.
 const MAX_MASTER_KEY = 48;

@@ -6,7 +6,8 @@ import type { StoreKey } from "../engine/store.js";
 import { parseSession, SessionDecodeError } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { StoreValueError } from "./errors.js";
-import type { Sealer } from "./sealing.js";
+import { checkStoreKey, type Sealer } from "./sealing.js";
+import type { SealingSessionStore, StoreCallOptions } from "./types.js";
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -82,4 +83,47 @@ export function serverStoreKey(session: Session): StoreKey {
 export function sealStoredSession(key: StoreKey, session: Session, sealer: Sealer): Uint8Array {
   checkSessionMatches(key, session);
   return sealer.seal(key, session.der);
+}
+
+export interface FetchOptions extends OpenOptions, StoreCallOptions {
+  /** take() instead of get(): single-use TLS 1.3 tickets. */
+  take?: boolean;
+  /** Called with each refused value (count it as `rejected`; its message is safe to log). */
+  onRejected?: (err: StoreValueError) => void;
+}
+
+type StoreGet = (key: StoreKey, options?: StoreCallOptions) => Promise<Uint8Array | undefined>;
+
+/**
+ * The look-up path in one call: get (or take) from the store, open, check. A refused value is a
+ * miss reported to onRejected; store trouble is a miss too (sesscache stores never reject for it).
+ * Rejects only for an invalid key.
+ */
+export async function fetchStoredSession(
+  store: SealingSessionStore,
+  key: StoreKey,
+  options: FetchOptions = {},
+): Promise<Session | undefined> {
+  checkStoreKey(key);
+  const call = (options.take ? store.take : store.get) as StoreGet;
+  const callOptions = options.timeoutMs === undefined ? undefined : { timeoutMs: options.timeoutMs };
+  const value = await call.call(store, key, callOptions);
+  if (value === undefined) return undefined;
+  try {
+    return openStoredSession(key, value, store.sealer, options);
+  } catch (err) {
+    if (!(err instanceof StoreValueError)) throw err;
+    options.onRejected?.(err);
+    return undefined;
+  }
+}
+
+/**
+ * The write path: seal `session` under `key` and store it until it expires, in the background.
+ * Never rejects (a store that fails drops the write and counts it); a session that does not match
+ * its key is refused at once with a StoreValueError.
+ */
+export function putStoredSession(store: SealingSessionStore, key: StoreKey, session: Session): Promise<void> {
+  const value = sealStoredSession(key, session, store.sealer);
+  return store.set(key, value, session.expiresAt).catch(() => undefined);
 }

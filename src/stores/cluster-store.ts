@@ -133,12 +133,16 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
     if (worker.isConnected()) worker.send(reply, undefined, ignoreSendError);
   };
   cluster.on("message", onMessage);
+  // Entries with mixed lifetimes can hide behind a long-lived one from the per-write pruning.
+  const sweeper = setInterval(() => map.sweep(), 60_000);
+  sweeper.unref();
   return {
     get size() {
       return map.size;
     },
     stats: () => ({ size: map.size, ...stats }),
     close() {
+      clearInterval(sweeper);
       cluster.off("message", onMessage);
       map.clear();
     },

@@ -40,7 +40,7 @@ export class FileSessionStore implements ClientSessionPersistence {
    * Why the last load() found nothing usable in an existing file (wrong key, tampered, not ours),
    * or undefined. Such a file loads as empty: the next save() replaces it.
    */
-  lastLoadError: Error | undefined;
+  lastLoadError: StoreValueError | undefined;
 
   constructor(options: FileSessionStoreOptions) {
     if (typeof options?.path !== "string" || options.path === "") {
@@ -62,7 +62,9 @@ export class FileSessionStore implements ClientSessionPersistence {
     try {
       if (raw.length > MAX_FILE_BYTES) throw new StoreValueError("bad-format", "file too large");
       const plain = this.#sealer.open(FILE_KEY, raw);
-      const body = JSON.parse(Buffer.from(plain.buffer, plain.byteOffset, plain.length).toString("utf8")) as FileBody;
+      const body = JSON.parse(
+        Buffer.from(plain.buffer, plain.byteOffset, plain.length).toString("utf8"),
+      ) as FileBody;
       if (body?.v !== FORMAT || !Array.isArray(body.entries)) {
         throw new StoreValueError("bad-format", "not a sesscache client session file");
       }

@@ -1,9 +1,18 @@
 // Shared session stores: where sessions live outside one process, and how they are sealed there.
+//
+// Writing your own store: implement SessionStore (src/engine/store.ts) over opaque bytes, and carry
+// a Sealer (SealingSessionStore) so the wiring seals what it writes and opens what it reads with
+// openStoredSession. Treat the backend as unreliable: answer a miss (resolve undefined) rather than
+// rejecting or waiting past a deadline; keep take() atomic (one reader gets the value); apply the
+// remaining lifetime as TTL (remainingMs). MemoryStore is the reference implementation.
 export type { SessionStore, StoreKey } from "../engine/store.js";
 export {
   checkSessionMatches,
+  type FetchOptions,
+  fetchStoredSession,
   type OpenOptions,
   openStoredSession,
+  putStoredSession,
   sealStoredSession,
   serverStoreKey,
 } from "./checked.js";

@@ -23,14 +23,15 @@ export interface ExpiringMapOptions {
 }
 
 /**
- * string → value with a deadline. Expired entries are dropped when touched and by a sweep that runs
- * every 256 writes, so memory stays bounded by the live set without a timer.
+ * string → value with a deadline. Expired entries go when touched, and each write prunes up to 32
+ * expired entries from the oldest end (Map order is write order, which is expiry order when
+ * sessions share one timeout), so the live set bounds memory at O(1) cost per write. sweep() does
+ * a full pass for callers with mixed lifetimes.
  */
 export class ExpiringMap<V = Uint8Array> {
   readonly #map = new Map<string, Entry<V>>();
   readonly #max: number;
   readonly #now: () => number;
-  #writes = 0;
 
   constructor(options: ExpiringMapOptions = {}) {
     const max = options.maxEntries ?? 0;
@@ -57,10 +58,10 @@ export class ExpiringMap<V = Uint8Array> {
   set(k: string, value: V, expiresAt: number): boolean {
     const now = this.#now();
     const ttl = remainingMs(expiresAt, now);
+    if (ttl <= 0) return false;
+    this.#prune(now);
     // Re-inserting moves the key to the end of the Map's order, which is what eviction follows.
     this.#map.delete(k);
-    if (ttl <= 0) return false;
-    if (++this.#writes % 256 === 0) this.sweep(now);
     if (this.#max > 0) {
       while (this.#map.size >= this.#max) {
         const oldest = this.#map.keys().next().value as string;
@@ -81,7 +82,15 @@ export class ExpiringMap<V = Uint8Array> {
     return v;
   }
 
-  /** Drops entries expired at `now`; returns how many. */
+  #prune(now: number): void {
+    let n = 0;
+    for (const [k, e] of this.#map) {
+      if (e.deadline > now || ++n > 32) return;
+      this.#map.delete(k);
+    }
+  }
+
+  /** Drops every entry expired at `now`; returns how many. */
   sweep(now = this.#now()): number {
     let n = 0;
     for (const [k, e] of this.#map) {

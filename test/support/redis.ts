@@ -87,6 +87,8 @@ export interface RedisServer {
   readonly port: number;
   /** redis://127.0.0.1:PORT */
   readonly url: string;
+  /** rediss://127.0.0.1:TLSPORT when started with `tls`. */
+  readonly tlsUrl: string | undefined;
   readonly pid: number | undefined;
   /** SIGKILL (a crash), waits for the exit. */
   kill(): Promise<void>;
@@ -104,6 +106,8 @@ export interface StartRedisOptions {
   args?: string[];
   /** How long to wait for PING. Default 15 s (a loaded 2-core machine). */
   readyTimeoutMs?: number;
+  /** Also listen with TLS on another free port (client certificates not required). */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 export function redisCli(port: number, ...args: string[]): Promise<string> {
@@ -124,6 +128,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   const dir = mkdtempSync(join(tmpdir(), "sesscache-redis-"));
   const readyTimeout = options.readyTimeoutMs ?? 15_000;
   let port = options.port ?? (await freePort());
+  let tlsPort = options.tls ? await freePort() : 0;
   let child: ChildProcess | undefined;
 
   const launch = async () => {
@@ -140,6 +145,20 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       dir,
       "--enable-debug-command",
       "local", // DEBUG SLEEP for slow-store tests
+      ...(options.tls
+        ? [
+            "--tls-port",
+            String(tlsPort),
+            "--tls-cert-file",
+            options.tls.certFile,
+            "--tls-key-file",
+            options.tls.keyFile,
+            "--tls-ca-cert-file",
+            options.tls.caFile,
+            "--tls-auth-clients",
+            "no",
+          ]
+        : []),
       ...(options.args ?? []),
     ];
     const c = spawn("redis-server", args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -165,6 +184,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
         throw err;
       }
       port = await freePort();
+      if (options.tls) tlsPort = await freePort();
     }
   }
 
@@ -175,6 +195,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       return port;
     },
     url: `redis://${HOST}:${port}`,
+    tlsUrl: options.tls ? `rediss://${HOST}:${tlsPort}` : undefined,
     get pid() {
       return child?.pid;
     },
