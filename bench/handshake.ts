@@ -1,16 +1,20 @@
-// `npm run bench -- handshake [--rounds N] [--seconds S]` (default 9 rounds of 1 s): handshakes/s of a Node TLS server with the
-// sesscache server adapter against the baselines it must keep up with, measured by `openssl s_time`
-// (a C client in its own process, one connection at a time, each reading a small page so TLS 1.3
-// tickets arrive). Each round runs both variants of every comparison back to back, alternating which
-// goes first; the table gives the median over rounds of their ratio.
+// `npm run bench -- handshake [--rounds N] [--seconds S]` (default 7 rounds of 2 s): handshakes per
+// second of a Node TLS server with the sesscache server adapter against the baselines it must keep
+// up with. Each variant's server runs in its own child process; in a round both servers of a
+// comparison are driven at the same time, each by its own `openssl s_time` (a C client, one
+// connection at a time, each reading a small page so TLS 1.3 tickets arrive), so whatever else runs
+// on the machine weighs on both alike. What is compared is each server's handshakes per second of
+// its own CPU: its capacity when it is the bottleneck. The table gives medians over rounds (the
+// first round, a warm-up, is dropped).
 //   1. TLS 1.2 resumed: sesscache vs a bare Map on newSession/resumeSession       target >= 0.97x
 //   2. TLS 1.3 resumed: sesscache stateful single-use tickets vs Node's stateless    target >= 0.95x
 //   3. full handshakes (TLS 1.3, and TLS 1.2): with vs without sesscache attached   target >= 0.97x
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, fork, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
 import tls from "node:tls";
+import { fileURLToPath } from "node:url";
 import { SessionCache } from "../src/engine/index.js";
 import { attachSessionCache, statefulServerOptions } from "../src/server/index.js";
 import { testPki } from "../test/support/certs.js";
@@ -115,30 +119,100 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/**
- * One s_time run against a fresh server: handshakes per wall-clock second as s_time saw them, and
- * handshakes per second of this process's CPU (user + system) while serving them. The second is the
- * server's capacity when it is the bottleneck, and barely moves when other work shares the machine;
- * the first swings with the load.
- */
-async function measure(variant: Variant, c: Comparison, seconds: number) {
+// ---- the server child ----------------------------------------------------------------------------
+
+const CHILD_ENV = "SESSCACHE_BENCH_SERVER";
+
+type ToChild = { cmd: "start" } | { cmd: "stop" };
+type FromChild = { port: number } | { cpuMicros: number; handshakes: number };
+
+/** Child mode: serve one variant, report CPU used and handshakes done between start and stop. */
+async function serveInChild(variant: Variant): Promise<void> {
   const srv = await startServer(variant);
-  try {
-    (globalThis as { gc?: () => void }).gc?.();
-    const cpu0 = process.cpuUsage();
-    const r = await sTime({ port: srv.port, version: c.version, reuse: c.reuse, seconds, www: "/" });
-    const cpu = process.cpuUsage(cpu0);
-    const handshakes = srv.handshakes();
+  let cpu0 = process.cpuUsage();
+  let hs0 = 0;
+  process.on("message", (m: ToChild) => {
+    if (m.cmd === "start") {
+      (globalThis as { gc?: () => void }).gc?.();
+      cpu0 = process.cpuUsage();
+      hs0 = srv.handshakes();
+      process.send!({ started: true });
+    } else if (m.cmd === "stop") {
+      const cpu = process.cpuUsage(cpu0);
+      process.send!({ cpuMicros: cpu.user + cpu.system, handshakes: srv.handshakes() - hs0 });
+    }
+  });
+  process.on("disconnect", () => {
+    srv.close().finally(() => process.exit(0));
+  });
+  process.send!({ port: srv.port });
+}
+
+if (process.env[CHILD_ENV]) await serveInChild(process.env[CHILD_ENV] as Variant);
+
+class ServerChild {
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+  ) {}
+
+  static async start(variant: Variant): Promise<ServerChild> {
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      execArgv: ["--import", "tsx", "--expose-gc"],
+      env: { ...process.env, [CHILD_ENV]: variant },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const [msg] = (await once(child, "message")) as [FromChild];
+    if (!("port" in msg)) throw new Error("bench server child did not report its port");
+    return new ServerChild(child, msg.port);
+  }
+
+  async ask<T>(m: ToChild): Promise<T> {
+    const reply = once(this.child, "message");
+    this.child.send(m);
+    return (await reply)[0] as T;
+  }
+
+  async stop(): Promise<void> {
+    const exited = once(this.child, "exit");
+    this.child.disconnect();
+    await exited;
+  }
+}
+
+interface Sample {
+  /** Handshakes per second of the server's own CPU. */
+  cpu: number;
+  /** What s_time reported (both servers were busy at once, so each got about half the machine). */
+  wall: number;
+}
+
+/** One round: both servers driven at once by their own s_time for `seconds`. */
+async function round(c: Comparison, ours: ServerChild, base: ServerChild, seconds: number) {
+  await Promise.all([ours.ask({ cmd: "start" }), base.ask({ cmd: "start" })]);
+  const run = (srv: ServerChild) =>
+    sTime({ port: srv.port, version: c.version, reuse: c.reuse, seconds, www: "/" });
+  const [ro, rb] = await Promise.all([run(ours), run(base)]);
+  const [so, sb] = await Promise.all([
+    ours.ask<{ cpuMicros: number; handshakes: number }>({ cmd: "stop" }),
+    base.ask<{ cpuMicros: number; handshakes: number }>({ cmd: "stop" }),
+  ]);
+  for (const [r, v] of [
+    [ro, c.ours],
+    [rb, c.baseline],
+  ] as const) {
     if (r.connections === 0) throw new Error(`s_time made no connection:\n${r.stdout}\n${r.stderr}`);
     // A resumption benchmark that did not resume would measure the wrong thing.
     if (c.reuse && r.fullHandshakes > 1) {
-      throw new Error(`${variant} ${c.name}: ${r.fullHandshakes} full handshakes in a resumption run`);
+      throw new Error(`${v} ${c.name}: ${r.fullHandshakes} full handshakes in a resumption run`);
     }
-    if (!c.reuse && r.resumed > 0) throw new Error(`${variant} ${c.name}: resumed in a full-handshake run`);
-    return { wall: r.perSecond, cpu: handshakes / ((cpu.user + cpu.system) / 1e6) };
-  } finally {
-    await srv.close();
+    if (!c.reuse && r.resumed > 0) throw new Error(`${v} ${c.name}: resumed in a full-handshake run`);
   }
+  const sample = (s: { cpuMicros: number; handshakes: number }, wall: number): Sample => ({
+    cpu: s.handshakes / (s.cpuMicros / 1e6),
+    wall,
+  });
+  return { ours: sample(so, ro.perSecond), base: sample(sb, rb.perSecond) };
 }
 
 function arg(args: string[], name: string, dflt: number): number {
@@ -152,38 +226,33 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
   if (spawnSync("openssl", ["version"], { stdio: "ignore" }).status !== 0) {
     throw new Error("the handshake benchmark needs the openssl command (s_time)");
   }
-  const rounds = Math.round(arg(args, "--rounds", 9));
-  const seconds = Math.round(arg(args, "--seconds", 1));
+  const rounds = Math.round(arg(args, "--rounds", 7));
+  const seconds = Math.round(arg(args, "--seconds", 2));
   interface Samples {
-    ours: { wall: number[]; cpu: number[] };
-    base: { wall: number[]; cpu: number[] };
-    /** ours/base CPU rates of the two runs of one round, back to back: drift in machine load cancels. */
+    ours: Sample[];
+    base: Sample[];
+    /** ours/base CPU rates of one round, measured at the same time. */
     ratios: number[];
   }
   const results = new Map<Comparison, Samples>();
   for (const c of COMPARISONS) {
-    results.set(c, { ours: { wall: [], cpu: [] }, base: { wall: [], cpu: [] }, ratios: [] });
-  }
-
-  // Warm-up: JIT and the PKI, not counted.
-  for (const c of COMPARISONS) for (const v of [c.ours, c.baseline]) await measure(v, c, 1);
-
-  for (let r = 0; r < rounds; r++) {
-    for (const c of COMPARISONS) {
-      const oursFirst = r % 2 === 0;
-      const first = await measure(oursFirst ? c.ours : c.baseline, c, seconds);
-      const second = await measure(oursFirst ? c.baseline : c.ours, c, seconds);
-      const [o, b] = oursFirst ? [first, second] : [second, first];
-      const sm = results.get(c)!;
-      sm.ours.wall.push(o.wall);
-      sm.ours.cpu.push(o.cpu);
-      sm.base.wall.push(b.wall);
-      sm.base.cpu.push(b.cpu);
-      sm.ratios.push(o.cpu / b.cpu);
-      process.stderr.write(
-        `round ${r + 1}/${rounds} ${c.name}: ${c.ours} ${o.cpu.toFixed(0)}/CPU-s, ` +
-          `${c.baseline} ${b.cpu.toFixed(0)}/CPU-s, ratio ${(o.cpu / b.cpu).toFixed(3)}\n`,
-      );
+    const sm: Samples = { ours: [], base: [], ratios: [] };
+    results.set(c, sm);
+    const [ours, base] = await Promise.all([ServerChild.start(c.ours), ServerChild.start(c.baseline)]);
+    try {
+      for (let r = 0; r <= rounds; r++) {
+        const m = await round(c, ours, base, r === 0 ? 1 : seconds);
+        if (r === 0) continue; // warm-up: JIT, first allocations
+        sm.ours.push(m.ours);
+        sm.base.push(m.base);
+        sm.ratios.push(m.ours.cpu / m.base.cpu);
+        process.stderr.write(
+          `round ${r}/${rounds} ${c.name}: ${c.ours} ${m.ours.cpu.toFixed(0)}/CPU-s, ` +
+            `${c.baseline} ${m.base.cpu.toFixed(0)}/CPU-s, ratio ${(m.ours.cpu / m.base.cpu).toFixed(3)}\n`,
+        );
+      }
+    } finally {
+      await Promise.all([ours.stop(), base.stop()]);
     }
   }
 
@@ -198,14 +267,14 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
     rows.push({
       comparison: c.name,
       baseline: c.baseline,
-      "sesscache /CPU-s": Math.round(median(sm.ours.cpu)),
-      "baseline /CPU-s": Math.round(median(sm.base.cpu)),
+      "sesscache /CPU-s": Math.round(median(sm.ours.map((x) => x.cpu))),
+      "baseline /CPU-s": Math.round(median(sm.base.map((x) => x.cpu))),
       ratio: Number(ratio.toFixed(3)),
       "ratio IQR": `${q(0.25).toFixed(2)}-${q(0.75).toFixed(2)}`,
       target: c.target,
       met,
-      "sesscache /s wall": Math.round(median(sm.ours.wall)),
-      "baseline /s wall": Math.round(median(sm.base.wall)),
+      "sesscache /s wall": Math.round(median(sm.ours.map((x) => x.wall))),
+      "baseline /s wall": Math.round(median(sm.base.map((x) => x.wall))),
     });
     notes.push(
       c.target === null
@@ -214,11 +283,10 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
     );
   }
   notes.push(
-    "ratio = median over rounds of (sesscache / baseline) handshakes per second of server CPU, the two " +
-      "runs of a round back to back; CPU rates are the server's capacity when it is the bottleneck and move " +
-      "far less than wall rates when other work shares the machine; the wall columns are what s_time saw " +
-      "(one connection at a time, so mostly latency)",
-    `${rounds} rounds of ${seconds} s per variant; openssl s_time -reuse/-new -www /; ` +
+    "ratio = median over rounds of (sesscache / baseline) handshakes per second of server CPU, both " +
+      "servers (each its own process) driven at the same time; CPU rates are a server's capacity when it is " +
+      "the bottleneck; the wall columns are what each s_time saw while sharing the machine with the other",
+    `${rounds} rounds of ${seconds} s (after a 1 s warm-up round); openssl s_time -reuse/-new -www /; ` +
       `${cpus().length} CPUs, load average ${loadavg()[0].toFixed(2)} at the end`,
     "baselines: map = Node's documented Map on newSession/resumeSession (stateful, no tickets); " +
       "node-tickets = a plain server with Node's stateless tickets; bare = a plain server, nothing attached; " +

@@ -13,12 +13,16 @@ export class CachedSession implements Session {
   readonly der: Uint8Array;
   readonly protocolVersion: number;
   readonly expiresAt: number;
+  #idOffset: number;
+  #id: Uint8Array | undefined;
   #decoded: SslSession | undefined;
 
-  constructor(der: Uint8Array, protocolVersion: number, expiresAt: number) {
+  /** idOffset: where the session id starts in der (its length is the byte before). */
+  constructor(der: Uint8Array, protocolVersion: number, expiresAt: number, idOffset: number) {
     this.der = der;
     this.protocolVersion = protocolVersion;
     this.expiresAt = expiresAt;
+    this.#idOffset = idOffset;
   }
 
   /** The full decode, done once on first use. */
@@ -31,8 +35,17 @@ export class CachedSession implements Session {
     return d;
   }
 
+  /** Known without decoding: adapters check it on every hit. */
   get id(): Uint8Array {
-    return this.decoded.id;
+    let id = this.#id;
+    if (id === undefined) {
+      const d = this.der;
+      const o = this.#idOffset;
+      // A view made directly: subarray() on a Buffer goes through Node's species constructor.
+      id = new Uint8Array(d.buffer, d.byteOffset + o, d[o - 1]);
+      this.#id = id;
+    }
+    return id;
   }
   get protocol(): string {
     return this.decoded.protocol;

@@ -31,6 +31,8 @@ const CUT = 14;
 const FLAGS = 15;
 /** Bytes of record before the stored DER. */
 const DATA = 32;
+/** bmeta bit: the bucket holds more than one entry. */
+const MORE = 0x100;
 /** FLAGS bit: the bytes are in `large`; the slot keeps only the DER up to the end of the id. */
 const LARGE = 1;
 
@@ -56,6 +58,11 @@ export class PackedIndex {
   count = 0;
 
   private buckets = new Int32Array(16).fill(NIL);
+  /**
+   * Per bucket: the hash tag of its first entry (low 8 bits) and whether more entries follow
+   * (MORE). A look-up for an absent key then mostly ends here, without reading any slot.
+   */
+  private bmeta = new Uint16Array(16);
   private mask = 15;
   private readonly slab = new Slab();
   private readonly large = new Map<number, Uint8Array>();
@@ -78,6 +85,10 @@ export class PackedIndex {
   /** Interned session-id context of entry e. */
   contextOf(e: number): number {
     return this.slab.u16s[e >>> CHUNK_SHIFT][((e & OFFSET_MASK) >> 1) + CTX];
+  }
+  /** Offset of the session id in entry e's DER. */
+  idOffsetOf(e: number): number {
+    return this.slab.u16s[e >>> CHUNK_SHIFT][((e & OFFSET_MASK) >> 1) + IDOFF_TAG] & 0xff;
   }
   /** The entry after e towards the tail. */
   nextOf(e: number): number {
@@ -124,7 +135,12 @@ export class PackedIndex {
     // 8 bits of the hash sit in the record: chain entries for other keys are mostly skipped
     // without comparing ids.
     const tagged = h >>> 24;
-    let e = this.buckets[h & this.mask];
+    const bi = h & this.mask;
+    let e = this.buckets[bi];
+    if (e === NIL) return NIL;
+    const bm = this.bmeta[bi];
+    // A single entry with another tag: absent, and no slot read.
+    if ((bm & MORE) === 0 && (bm & 0xff) !== tagged) return NIL;
     while (e !== NIL) {
       const c = e >>> CHUNK_SHIFT;
       const o = e & OFFSET_MASK;
@@ -185,8 +201,10 @@ export class PackedIndex {
     slab.f64s[c][o >> 3] = expiresAt;
     const i32 = slab.i32s[c];
     const bi = h & this.mask;
-    i32[(o >> 2) + CHAIN] = this.buckets[bi];
+    const first = this.buckets[bi];
+    i32[(o >> 2) + CHAIN] = first;
     this.buckets[bi] = e;
+    this.bmeta[bi] = (h >>> 24) | (first === NIL ? 0 : MORE);
     this.link(e, expiresAt);
     if (++this.count > this.buckets.length) this.rehash(this.buckets.length * 2);
     return e;
@@ -201,8 +219,13 @@ export class PackedIndex {
     const chain = i32[(o >> 2) + CHAIN];
     const bi = this.hashOf(e) & this.mask;
     let p = this.buckets[bi];
-    if (p === e) this.buckets[bi] = chain;
-    else {
+    if (p === e) {
+      this.buckets[bi] = chain;
+      if (chain !== NIL) {
+        this.bmeta[bi] = this.tagOf(chain) | (this.chainOf(chain) === NIL ? 0 : MORE);
+      }
+    } else {
+      const head = p;
       let pc = slab.i32s[p >>> CHUNK_SHIFT];
       let pi = ((p & OFFSET_MASK) >> 2) + CHAIN;
       while (pc[pi] !== e) {
@@ -211,6 +234,7 @@ export class PackedIndex {
         pi = ((p & OFFSET_MASK) >> 2) + CHAIN;
       }
       pc[pi] = chain;
+      if (p === head && chain === NIL) this.bmeta[bi] &= ~MORE;
     }
     this.unlink(e);
     const u16 = slab.u16s[c];
@@ -309,6 +333,7 @@ export class PackedIndex {
     if (this.count !== 0) throw new Error("PackedIndex.reset on a non-empty index");
     this.head = this.tail = NIL;
     this.buckets = new Int32Array(16).fill(NIL);
+    this.bmeta = new Uint16Array(16);
     this.mask = 15;
     this.slab.reset();
     this.large.clear();
@@ -319,7 +344,7 @@ export class PackedIndex {
     for (const b of this.large.values()) largeBytes += b.length;
     return {
       buckets: this.buckets.length,
-      bucketBytes: this.buckets.byteLength,
+      bucketBytes: this.buckets.byteLength + this.bmeta.byteLength,
       slabChunks: this.slab.chunkCount,
       slabBytes: this.slab.chunkCount * CHUNK_SIZE,
       slabBytesInUse: this.slab.bytesInUse,
@@ -354,6 +379,11 @@ export class PackedIndex {
     if (n !== this.count) throw new Error(`index: list holds ${n}, count is ${this.count}`);
     let chained = 0;
     for (let i = 0; i < this.buckets.length; i++) {
+      const first = this.buckets[i];
+      if (first !== NIL) {
+        const want = this.tagOf(first) | (this.chainOf(first) === NIL ? 0 : MORE);
+        if (this.bmeta[i] !== want) throw new Error(`index: bucket ${i} metadata is stale`);
+      }
       for (let e = this.buckets[i]; e !== NIL && chained <= this.count; e = this.chainOf(e)) chained++;
     }
     if (chained !== this.count) throw new Error(`index: buckets hold ${chained}, count is ${this.count}`);
@@ -365,6 +395,10 @@ export class PackedIndex {
     const b = this.slab.u8s[e >>> CHUNK_SHIFT];
     const p = o + DATA + (this.slab.u16s[e >>> CHUNK_SHIFT][(o >> 1) + IDOFF_TAG] & 0xff);
     return b.slice(p, p + b[p - 1]);
+  }
+
+  private tagOf(e: number): number {
+    return this.slab.u16s[e >>> CHUNK_SHIFT][((e & OFFSET_MASK) >> 1) + IDOFF_TAG] >>> 8;
   }
 
   private chainOf(e: number): number {
@@ -472,11 +506,14 @@ export class PackedIndex {
 
   private rehash(nb: number): void {
     this.buckets = new Int32Array(nb).fill(NIL);
+    this.bmeta = new Uint16Array(nb);
     this.mask = nb - 1;
     for (let e = this.head; e !== NIL; e = this.nextOf(e)) {
       const bi = this.hashOf(e) & this.mask;
-      this.setLink(e, CHAIN, this.buckets[bi]);
+      const first = this.buckets[bi];
+      this.setLink(e, CHAIN, first);
       this.buckets[bi] = e;
+      this.bmeta[bi] = this.tagOf(e) | (first === NIL ? 0 : MORE);
     }
   }
 }

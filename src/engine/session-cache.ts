@@ -1,7 +1,12 @@
 // SessionCache: OpenSSL 3.x's SSL_CTX session cache (spec sections 1-7, rules R1-R20), with the
-// internal cache packed into typed arrays and slabs (index-table.ts) rather than one object per
-// session. Pure and synchronous except where an asynchronous external cache answers a look-up;
-// no TLS imports; time comes from an injectable clock in seconds.
+// internal cache packed into slab slots (index-table.ts) rather than one object per session.
+// Pure and synchronous except where an asynchronous external cache answers a look-up; no TLS
+// imports; time comes from an injectable clock in seconds (the default one is cached, clock.ts).
+//
+// Sessions given to the cache are trusted only when sesscache decoded them (SslSession, or a
+// CachedSession it handed out); any other object or byte array is decoded here first. Sessions the
+// cache hands out (hits, remove callbacks) are CachedSessions over a fresh copy of the stored
+// bytes, decoded lazily on first access to a field beyond der/protocolVersion/expiresAt.
 //
 // Deliberate divergences from OpenSSL, all documented in the spec:
 // - R11: a cache of size N holds exactly N sessions (OpenSSL's eviction loop leaves N - 1).
@@ -10,7 +15,11 @@
 //   tests once per TLS 1.3 ticket, after incrementing the counter).
 // - R6/R7: an external answer that is not a session, or is a session for another id or protocol
 //   version, is never trusted: it counts as nothing and is not copied in (OpenSSL counts a cb hit,
-//   copies it in, and rejects the version afterwards; it never checks the id).
+//   copies it in, and rejects the version afterwards; it never checks the id). R7's version check
+//   is therefore implied: internally the version is part of the key.
+// - R15: OpenSSL also marks a removed SSL_SESSION not resumable; here it simply cannot be found.
+// - R13: inserting a session that expires between the head and the tail walks the list from both
+//   ends (OpenSSL walks from the head); the common cases (latest or earliest expiry) are O(1).
 import { parseSession, SslSession, withTimes } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { CachedSession } from "./cached-session.js";
@@ -550,7 +559,7 @@ export class SessionCache {
   /** A Session over a fresh copy of entry e's bytes (the slab slot will be reused), decoded lazily. */
   private materialize(e: number): Session {
     const idx = this.index;
-    return new CachedSession(idx.copyBytes(e), idx.versionOf(e), idx.expiryOf(e));
+    return new CachedSession(idx.copyBytes(e), idx.versionOf(e), idx.expiryOf(e), idx.idOffsetOf(e));
   }
 
   private toSession(input: Session | Uint8Array, now: number): Session {
