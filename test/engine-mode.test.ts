@@ -9,6 +9,7 @@ import {
   SessionCache,
   SessionCacheModeError,
 } from "../src/engine/index.js";
+import { session } from "./support/engine.js";
 
 describe("R1 modes", () => {
   test("R1 the flag values are OpenSSL's", () => {
@@ -144,5 +145,15 @@ describe("R2 defaults", () => {
     assert.ok(s.time >= before && s.time <= Math.floor(Date.now() / 1000));
     assert.ok(Number.isInteger(s.time));
     assert.equal(s.timeout, 7200);
+  });
+
+  test("R2 the default clock (cached between calls) moves on with wall time", async () => {
+    // UPDATE_TIME stamps sessions with the clock's now.
+    const cache = new SessionCache({ mode: "server,update_time" });
+    const first = cache.updateCache(session({ time: 1 }), "server")!.time;
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = cache.updateCache(session({ time: 1 }), "server")!.time;
+    assert.ok(second >= first + 1, `${first} then ${second}`);
+    assert.ok(Math.abs(second - Date.now() / 1000) < 1.5);
   });
 });

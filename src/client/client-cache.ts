@@ -6,9 +6,9 @@
 import { createHash, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import { SessionCache, type SessionCacheStats } from "../engine/index.js";
+import type { ClientSessionEntry, ClientSessionPersistence } from "../engine/store.js";
 import { parseSession, type Session, SessionDecodeError, withTimes } from "../session/index.js";
 import { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
-import type { ClientSessionEntry, ClientSessionPersistence } from "./persistence.js";
 
 const TLS1_3 = 0x0304;
 /** RFC 8446 §4.6.1: ticket lifetimes are capped at 7 days; sesscache applies it to every session. */

@@ -1,4 +1,6 @@
 // The client side (spec §8): a session chooser for tls.connect, https.Agent and undici.
+
+export type { ClientSessionEntry, ClientSessionPersistence } from "../engine/store.js";
 export {
   type ClientConnectPlan,
   ClientSessionCache,
@@ -9,7 +11,6 @@ export {
 export { type CachedConnectionOptions, connect } from "./connect.js";
 export { type CachedAgentOptions, CachedHttpsAgent, createHttpsAgent } from "./https-agent.js";
 export { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
-export type { ClientSessionEntry, ClientSessionPersistence } from "./persistence.js";
 export {
   type UndiciConnectCallback,
   type UndiciConnectOptions,

@@ -20,7 +20,8 @@ export function coarseClock(): number {
   cached = Math.floor(ms / 1000);
   if (!pending) {
     pending = true;
-    setTimeout(forget, Math.min(10, 1000 - (ms % 1000))).unref();
+    // unref'd: the timer never keeps a process alive (optional call: mocked timers may lack it).
+    setTimeout(forget, Math.min(10, 1000 - (ms % 1000)))?.unref?.();
   }
   return cached;
 }

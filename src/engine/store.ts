@@ -26,3 +26,22 @@ export interface SessionStore {
   take(key: StoreKey): Promise<Uint8Array | undefined>;
   close(): Promise<void>;
 }
+
+/** One cached client session: the identity key it was verified for and its DER. */
+export interface ClientSessionEntry {
+  /** `ClientIdentity.key` (base64url of a 32-byte hash). */
+  readonly identity: string;
+  /** OpenSSL DER SSL_SESSION. Holds a master secret: keep it encrypted at rest. */
+  readonly session: Uint8Array;
+}
+
+/**
+ * Persistence of a client cache across processes (CLI tools, jobs, serverless functions): a file
+ * (src/stores/file-store.ts) or another store sits under it.
+ */
+export interface ClientSessionPersistence {
+  /** Every entry saved last; an absent or unreadable store loads as none. */
+  load(): Promise<ClientSessionEntry[]>;
+  /** Replaces what is stored with `entries`. */
+  save(entries: readonly ClientSessionEntry[]): Promise<void>;
+}

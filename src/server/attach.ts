@@ -30,9 +30,10 @@ export interface AttachSessionCacheOptions {
   /** Most milliseconds a look-up may take before it counts as a miss (default 50). */
   lookupTimeout?: number;
   /**
-   * Most milliseconds to wait for a client's first flight (the ClientHello) before closing the
+   * Milliseconds to wait for a client's first flight (the ClientHello) before closing the
    * connection (default 5000, never more than the server's `handshakeTimeout`). Node's own
-   * handshake timer only starts once the socket is handed to it.
+   * handshake timer only starts once the socket is handed to it. One sweep per server enforces it,
+   * so a silent client is closed between helloTimeout and 1.25 x helloTimeout after connecting.
    */
   helloTimeout?: number;
   /**
@@ -74,7 +75,7 @@ export interface AttachedSessionCacheStats {
   helloTimeouts: number;
   /** Connections that ended or failed before their hello was complete. */
   helloAborted: number;
-  /** TLS 1.3 hellos read and not yet closed (a gauge: legacy id → PSK entries held). */
+  /** TLS 1.3 hellos handed to Node whose resumeSession has not come yet (a gauge). */
   pendingHellos: number;
 }
 

@@ -6,8 +6,7 @@
 // new one, never half of one. Mode 0600.
 import { randomBytes } from "node:crypto";
 import { open, readFile, rename, unlink } from "node:fs/promises";
-import type { ClientSessionEntry, ClientSessionPersistence } from "../client/persistence.js";
-import type { StoreKey } from "../engine/store.js";
+import type { ClientSessionEntry, ClientSessionPersistence, StoreKey } from "../engine/store.js";
 import { StoreValueError } from "./errors.js";
 import { createSealer, type Sealer, type SealerOptions } from "./sealing.js";
 

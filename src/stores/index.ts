@@ -53,3 +53,4 @@ export {
   type StoreCallOptions,
   type StoreStats,
 } from "./types.js";
+export { FileSessionStore, type FileSessionStoreOptions } from "./file-store.js";
