@@ -27,6 +27,13 @@ export {
 } from "./cluster-store.js";
 export { StoreValueError, type StoreValueReason } from "./errors.js";
 export {
+  type ExternalCache,
+  type ExternalCacheOptions,
+  type ExternalCacheStats,
+  externalCache,
+} from "./external-cache.js";
+export { FileSessionStore, type FileSessionStoreOptions } from "./file-store.js";
+export {
   ExpiringMap,
   type ExpiringMapOptions,
   MemoryStore,
@@ -53,4 +60,3 @@ export {
   type StoreCallOptions,
   type StoreStats,
 } from "./types.js";
-export { FileSessionStore, type FileSessionStoreOptions } from "./file-store.js";

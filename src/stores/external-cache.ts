@@ -1,0 +1,76 @@
+// A store plugged into the engine's external-cache callbacks (OpenSSL's new/remove/get session
+// callbacks, spec R6, R14, R16): `new SessionCache({ ...externalCache(store) })`. Everything read
+// back is untrusted and checked (fetchStoredSession); every failure is a miss, never an error, so a
+// store can slow a handshake by at most its deadline and never fail one.
+import type { Session } from "../session/types.js";
+import { fetchStoredSession, putStoredSession, serverStoreKey } from "./checked.js";
+import type { StoreValueError } from "./errors.js";
+import type { SealingSessionStore } from "./types.js";
+
+const TLS1_3 = 0x0304;
+
+export interface ExternalCacheOptions {
+  /** Milliseconds a look-up may wait for the store before it is a miss. Default 50. */
+  lookupTimeout?: number;
+  /**
+   * Look TLS 1.3 sessions up with take() (atomic get-and-delete), so a single-use stateful ticket
+   * resumes once across the fleet (R22). Default true; set false with the adapter's reuseTickets.
+   */
+  takeTickets?: boolean;
+  /** Told of every value refused (it did not open, decode or match the key asked); safe to log. */
+  onRejected?: (err: StoreValueError) => void;
+}
+
+export interface ExternalCacheStats {
+  /** Values read from the store and refused (R: the `rejected` counter beside OpenSSL's twelve). */
+  rejected: number;
+  /** Sessions sent to the store. */
+  stored: number;
+  /** Deletions sent to the store. */
+  removed: number;
+  /** Look-ups asked of the store, and those that found a usable session. */
+  lookups: number;
+  found: number;
+}
+
+export interface ExternalCache {
+  onNewSession(session: Session): void;
+  onRemoveSession(session: Session): void;
+  getSession(id: Uint8Array, protocolVersion: number, context: Uint8Array): Promise<Session | undefined>;
+  stats(): ExternalCacheStats;
+}
+
+export function externalCache(store: SealingSessionStore, options: ExternalCacheOptions = {}): ExternalCache {
+  const timeoutMs = options.lookupTimeout ?? 50;
+  if (!(timeoutMs > 0)) throw new RangeError(`lookupTimeout must be > 0 ms, got ${timeoutMs}`);
+  const takeTickets = options.takeTickets ?? true;
+  const counters: ExternalCacheStats = { rejected: 0, stored: 0, removed: 0, lookups: 0, found: 0 };
+  const onRejected = (err: StoreValueError) => {
+    counters.rejected++;
+    options.onRejected?.(err);
+  };
+  return {
+    onNewSession(session) {
+      if (session.id.length === 0) return;
+      counters.stored++;
+      // Background: the handshake never waits for a write (spec §9, newSession).
+      void putStoredSession(store, serverStoreKey(session), session);
+    },
+    onRemoveSession(session) {
+      if (session.id.length === 0) return;
+      counters.removed++;
+      void store.delete(serverStoreKey(session)).catch(() => undefined);
+    },
+    async getSession(id, protocolVersion, context) {
+      counters.lookups++;
+      const key = { namespace: "server", protocolVersion, context, id } as const;
+      const take = takeTickets && protocolVersion === TLS1_3;
+      const found = await fetchStoredSession(store, key, { take, timeoutMs, onRejected }).catch(
+        () => undefined,
+      );
+      if (found) counters.found++;
+      return found;
+    },
+    stats: () => ({ ...counters }),
+  };
+}
