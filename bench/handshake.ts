@@ -23,19 +23,22 @@ import type { BenchResult, BenchRow } from "./run.js";
 
 const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-type Variant = "sesscache" | "map" | "node-tickets" | "bare" | "node-callbacks";
+type Variant = "sesscache" | "sesscache-tls12-only" | "map" | "node-tickets" | "bare" | "node-callbacks";
 
 /** A server answering one small page per connection, set up as the variant says. */
 async function startServer(
   variant: Variant,
 ): Promise<{ port: number; handshakes(): number; close(): Promise<void> }> {
   const pki = testPki();
-  const stateful = variant === "sesscache" || variant === "map";
+  const stateful = variant === "sesscache" || variant === "sesscache-tls12-only" || variant === "map";
   const server = tls.createServer(
     {
       key: pki.key,
       cert: pki.cert,
       ...(stateful ? statefulServerOptions({ sessionIdContext: "bench" }) : {}),
+      // A server that cannot negotiate TLS 1.3 needs no hello peek (TLS 1.2 resumes through Node's
+      // own resumeSession): this variant shows what the peek costs.
+      ...(variant === "sesscache-tls12-only" ? { maxVersion: "TLSv1.2" as const } : {}),
     },
     (s) => {
       handshakes++;
@@ -44,7 +47,7 @@ async function startServer(
     },
   );
   let handshakes = 0;
-  if (variant === "sesscache") {
+  if (variant === "sesscache" || variant === "sesscache-tls12-only") {
     attachSessionCache(server, new SessionCache(), { sessionIdContext: "bench" });
   } else if (variant === "node-callbacks") {
     server.on("newSession", (_id: Buffer, _der: Buffer, done: () => void) => done());
@@ -93,6 +96,14 @@ interface Comparison {
 
 const COMPARISONS: Comparison[] = [
   { name: "TLS 1.2 resumed", version: "1.2", reuse: true, ours: "sesscache", baseline: "map", target: 0.97 },
+  {
+    name: "TLS 1.2 resumed, TLS 1.2-only server (no peek)",
+    version: "1.2",
+    reuse: true,
+    ours: "sesscache-tls12-only",
+    baseline: "map",
+    target: null,
+  },
   {
     name: "TLS 1.3 resumed",
     version: "1.3",
@@ -302,6 +313,8 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
       "node-tickets = a plain server with Node's stateless tickets; bare = a plain server, nothing attached; " +
       "node-callbacks = Node's stateless tickets plus no-op newSession/resumeSession listeners (what Node " +
       "itself costs any session cache)",
+    "the hello peek (spec 9.1-2: the first flight read in JavaScript, then put back for Node's TLS layer) " +
+      "is paid by every connection to a TLS 1.3-capable server; compare the two TLS 1.2 resumed rows",
     "why TLS 1.3 resumed trails stateless tickets: on resuming a valid stateless ticket OpenSSL 3 issues no new " +
       "ticket, while a stateful single-use resumption must issue one (a NewSessionTicket, a newSession callback, " +
       "a store, one more write) and remove the used one",

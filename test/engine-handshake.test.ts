@@ -209,7 +209,7 @@ describe("R20 statistics", () => {
     );
   });
 
-  test("R20 number is the internal cache's size, and all twelve counters move as the rules say", () => {
+  test("R20 number is the internal cache's size, and all twelve counters (and rejected) move as the rules say", () => {
     const { cache, clock } = recordingCache({ cacheSize: 2, getSession: () => undefined });
     const a = session({ timeout: 5 });
     cache.addSession(a);
@@ -237,6 +237,7 @@ describe("R20 statistics", () => {
       "hits",
       "misses",
       "number",
+      "rejected",
       "timeouts",
     ]);
   });

@@ -160,11 +160,11 @@ describe("R6 the external cache is never trusted", () => {
     ["an object with garbage DER", () => ({ der: new Uint8Array([0x30, 0]) })],
   ];
   for (const [what, answer] of cases) {
-    test(`R6 getSession returning ${what} is a miss: nothing counted, nothing stored`, () => {
+    test(`R6 getSession returning ${what} is a miss counted as rejected, nothing stored`, () => {
       const { cache, rec } = recordingCache({ getSession: answer as never });
       assert.equal(sync(cache.lookup(newId(), V12)), undefined);
       const st = cache.stats();
-      assert.deepEqual([st.misses, st.cbHits, st.hits, st.number], [1, 0, 0, 0]);
+      assert.deepEqual([st.misses, st.cbHits, st.hits, st.number, st.rejected], [1, 0, 0, 0, 1]);
       assert.equal(rec.removed.length, 0);
     });
   }

@@ -114,6 +114,7 @@ describe("R2 defaults", () => {
       misses: 0,
       timeouts: 0,
       cacheFull: 0,
+      rejected: 0,
     });
   });
 

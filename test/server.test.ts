@@ -329,7 +329,7 @@ describe("slow, failing and lying caches", () => {
       mode: "server,no_internal_lookup",
       onNewSession: (x) => store.set(Buffer.from(x.id).toString("hex"), x.der),
       getSession: (id) =>
-        new Promise((r) => setTimeout(() => r(store.get(Buffer.from(id).toString("hex"))), 300).unref()),
+        new Promise((r) => setTimeout(() => r(store.get(Buffer.from(id).toString("hex"))), 1000).unref()),
     });
     const s = await start({ cache, attach: { lookupTimeout: 30 } });
     try {
@@ -339,7 +339,7 @@ describe("slow, failing and lying caches", () => {
         const b = await client(s, v, a.sessions[0]);
         const ms = performance.now() - t0;
         assert.equal(b.reused, false);
-        assert.ok(ms < 250, `handshake took ${ms} ms`);
+        assert.ok(ms < 800, `handshake took ${ms} ms: it waited for the slow store`);
       }
       assert.equal(s.handle.stats().lookupTimeouts, 2);
     } finally {
@@ -445,7 +445,7 @@ describe("hostile and slow clients", () => {
   let s: Started;
   let clientErrors: Error[];
   before(async () => {
-    s = await start({ attach: { helloTimeout: 300 } });
+    s = await start({ attach: { helloTimeout: 1000 } });
     clientErrors = [];
     s.server.on("tlsClientError", (e) => clientErrors.push(e));
   });
@@ -463,7 +463,7 @@ describe("hostile and slow clients", () => {
     sock.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     const t0 = performance.now();
     await once(sock, "close");
-    assert.ok(performance.now() - t0 < 250, "closed without waiting for the hello deadline");
+    assert.ok(performance.now() - t0 < 800, "closed without waiting for the hello deadline");
     assert.equal(s.handle.stats().helloNotUnderstood, 1);
     await until(() => clientErrors.length === 1);
     await healthy();
@@ -476,7 +476,8 @@ describe("hostile and slow clients", () => {
     const t0 = performance.now();
     await once(sock, "close");
     const ms = performance.now() - t0;
-    assert.ok(ms >= 250 && ms < 1500, `closed after ${ms} ms`);
+    // The deadline is swept every helloTimeout / 4: closed within (1000, 1250] ms, plus scheduling.
+    assert.ok(ms >= 950 && ms < 3000, `closed after ${ms} ms`);
     assert.equal(s.handle.stats().helloTimeouts, 1);
     await healthy();
   });

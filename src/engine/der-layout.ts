@@ -39,44 +39,42 @@ export function locateId(der: Uint8Array): number {
   return pos;
 }
 
-/**
- * True when the [1] time and [2] timeout fields are both present (they follow the master key and
- * the optional [0] key_arg). Without them a re-decode would read "time = now, timeout = 3", so the
- * cache re-encodes such sessions before storing them.
- */
-export function hasTimeFields(der: Uint8Array, idOffset: number): boolean {
-  return afterTimes(der, idOffset) > 0;
-}
+/** What layout() found: the id offset (-1: no SSL_SESSION shape), the times, the context field. */
+export const found = { idOffset: -1, hasTimes: false, contextField: 0 };
 
-/** Offset just past [2] timeout, or -1 when [1] and [2] are not both there. */
-function afterTimes(der: Uint8Array, idOffset: number): number {
-  // Skip the id, then master_key.
-  if (!header(der, idOffset + der[idOffset - 1], 0x04)) return -1;
+/**
+ * One pass over the head of an SSL_SESSION DER, results in `found`:
+ * - idOffset: as locateId();
+ * - hasTimes: whether [1] time and [2] timeout are both present (they follow the master key and
+ *   the optional [0] key_arg). Without them a re-decode would read "time = now, timeout = 3", so
+ *   the cache re-encodes such sessions before storing them;
+ * - contextField: offset of the [4] session_id_context field when it has the canonical short form
+ *   a4 (n+2) 04 n <n bytes> with n <= 32, else 0 (an offset no field can have). The index leaves
+ *   that field out of the stored bytes, since contexts are interned anyway: 36 of a typical server
+ *   session's 158 bytes.
+ */
+export function layout(der: Uint8Array): void {
+  found.hasTimes = false;
+  found.contextField = 0;
+  const id = locateId(der);
+  found.idOffset = id;
+  if (id < 0) return;
+  // Skip the id, then master_key and the optional key_arg.
+  if (!header(der, id + der[id - 1], 0x04)) return;
   let at = pos + len;
   if (at < der.length && der[at] === 0x80) {
-    if (!header(der, at, 0x80)) return -1;
+    if (!header(der, at, 0x80)) return;
     at = pos + len;
   }
-  if (!header(der, at, 0xa1)) return -1;
-  if (!header(der, pos + len, 0xa2)) return -1;
-  return pos + len;
-}
-
-/**
- * Offset of the [4] session_id_context field when it has the canonical short form
- * a4 (n+2) 04 n <n bytes> with n <= 32, else 0 (an offset no field can have). The index leaves
- * that field out of the stored bytes, since the context is interned anyway: 36 of a typical
- * server session's 158 bytes.
- */
-export function contextFieldOffset(der: Uint8Array, idOffset: number): number {
-  let at = afterTimes(der, idOffset);
-  if (at < 0) return 0;
+  if (!header(der, at, 0xa1) || !header(der, pos + len, 0xa2)) return;
+  found.hasTimes = true;
+  at = pos + len;
   if (at < der.length && der[at] === 0xa3) {
-    if (!header(der, at, 0xa3)) return 0;
+    if (!header(der, at, 0xa3)) return;
     at = pos + len;
   }
-  if (at + 4 > der.length || der[at] !== 0xa4 || der[at + 2] !== 0x04) return 0;
+  if (at + 4 > der.length || der[at] !== 0xa4 || der[at + 2] !== 0x04) return;
   const n = der[at + 3];
-  if (n > 32 || der[at + 1] !== n + 2 || at + 4 + n > der.length) return 0;
-  return at;
+  if (n > 32 || der[at + 1] !== n + 2 || at + 4 + n > der.length) return;
+  found.contextField = at;
 }

@@ -162,7 +162,7 @@ export class PackedIndex {
 
   /**
    * Stores a session not already present and returns its entry. idOffset comes from locateId(der)
-   * (at most MAX_ID_OFFSET); cut from contextFieldOffset(der) (0: none), and the context there
+   * (at most MAX_ID_OFFSET); cut is layout()'s contextField (0: none), and the context there
    * must be the one ctx stands for; ctx is an index already retained for this entry; h is the
    * key's hash.
    */

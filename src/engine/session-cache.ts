@@ -25,7 +25,7 @@ import type { Session } from "../session/types.js";
 import { CachedSession } from "./cached-session.js";
 import { coarseClock } from "./clock.js";
 import { sameBytes } from "./contexts.js";
-import { contextFieldOffset, hasTimeFields, locateId } from "./der-layout.js";
+import { found, layout } from "./der-layout.js";
 import { type IndexMemory, MAX_ID_OFFSET, NIL, PackedIndex } from "./index-table.js";
 import { parseMode, SessionCacheMode, type SessionCacheModeInput } from "./mode.js";
 
@@ -54,6 +54,11 @@ export interface SessionCacheStats {
   misses: number;
   timeouts: number;
   cacheFull: number;
+  /**
+   * Not OpenSSL's: external answers refused as untrusted (undecodable, or another id or protocol
+   * version than asked), plus what recordRejected() reports (values a store could not open).
+   */
+  rejected: number;
 }
 
 export type ExternalLookupResult = Session | Uint8Array | undefined | null;
@@ -71,10 +76,14 @@ export interface SessionCacheOptions {
   onNewSession?: (session: Session) => void;
   /** SSL_CTX_sess_set_remove_cb (R15, R16). */
   onRemoveSession?: (session: Session) => void;
-  /** SSL_CTX_sess_set_get_cb (R6): may answer asynchronously. */
+  /**
+   * SSL_CTX_sess_set_get_cb (R6): may answer asynchronously. `context` is the cache's session-id
+   * context (shared stores file sessions under it); read it, do not modify it.
+   */
   getSession?: (
     id: Uint8Array,
     protocolVersion: number,
+    context: Uint8Array,
   ) => ExternalLookupResult | Promise<ExternalLookupResult>;
   /**
    * Called when a callback above throws or getSession rejects. The cache is never left half
@@ -135,6 +144,7 @@ export class SessionCache {
   private misses = 0;
   private timeouts = 0;
   private cacheFull = 0;
+  private rejected = 0;
 
   constructor(options: SessionCacheOptions = {}) {
     this.clock = options.clock ?? coarseClock;
@@ -270,7 +280,7 @@ export class SessionCache {
     if (get === undefined) return undefined;
     let answer: ExternalLookupResult | Promise<ExternalLookupResult>;
     try {
-      answer = get(id, protocolVersion);
+      answer = get(id, protocolVersion, this.sidCtx);
     } catch (err) {
       this.report(err, "getSession");
       return undefined;
@@ -289,6 +299,11 @@ export class SessionCache {
     return this.acceptExternal(id, protocolVersion, answer);
   }
 
+  /** An external cache refused a stored value before answering (e.g. it failed to decrypt). */
+  recordRejected(): void {
+    this.rejected++;
+  }
+
   /** R20: a snapshot of the twelve counters. */
   stats(): SessionCacheStats {
     return {
@@ -304,6 +319,7 @@ export class SessionCache {
       misses: this.misses,
       timeouts: this.timeouts,
       cacheFull: this.cacheFull,
+      rejected: this.rejected,
     };
   }
 
@@ -469,15 +485,18 @@ export class SessionCache {
    * "time = now, timeout = 3 s"). Sessions from Node always qualify; others are re-encoded once.
    */
   private prepare(s: Session): Session {
-    let off = locateId(s.der);
-    if (off < 0 || !hasTimeFields(s.der, off)) {
+    layout(s.der);
+    if (found.idOffset < 0 || !found.hasTimes) {
       s = withTimes(s, { time: s.time, timeout: s.timeout });
-      off = locateId(s.der);
-      if (off < 0) throw new TypeError("session DER has no session id where an SSL_SESSION has one");
+      layout(s.der);
+      if (found.idOffset < 0)
+        throw new TypeError("session DER has no session id where an SSL_SESSION has one");
     }
-    if (off > MAX_ID_OFFSET) throw new RangeError("session DER layout not supported: session id too far in");
-    this.preparedIdOffset = off;
-    this.preparedContextField = contextFieldOffset(s.der, off);
+    if (found.idOffset > MAX_ID_OFFSET) {
+      throw new RangeError("session DER layout not supported: session id too far in");
+    }
+    this.preparedIdOffset = found.idOffset;
+    this.preparedContextField = found.contextField;
     return s;
   }
 
@@ -507,11 +526,18 @@ export class SessionCache {
         else if (answer instanceof SslSession || answer instanceof CachedSession) s = answer;
         else if (typeof answer === "object" && answer.der instanceof Uint8Array) {
           s = parseSession(new Uint8Array(answer.der), { now });
-        } else return undefined;
+        } else {
+          this.rejected++;
+          return undefined;
+        }
       } catch {
+        this.rejected++;
         return undefined;
       }
-      if (s.protocolVersion !== ver || !sameBytes(s.id, id)) return undefined;
+      if (s.protocolVersion !== ver || !sameBytes(s.id, id)) {
+        this.rejected++;
+        return undefined;
+      }
       this.cbHits++;
       if ((this.mode & M.NO_INTERNAL_STORE) === 0) {
         // Copied in before the R7 checks, as OpenSSL does: with UPDATE_TIME this refreshes the

@@ -33,7 +33,8 @@ export interface AttachSessionCacheOptions {
    * Milliseconds to wait for a client's first flight (the ClientHello) before closing the
    * connection (default 5000, never more than the server's `handshakeTimeout`). Node's own
    * handshake timer only starts once the socket is handed to it. One sweep per server enforces it,
-   * so a silent client is closed between helloTimeout and 1.25 x helloTimeout after connecting.
+   * so a silent client is closed between helloTimeout and helloTimeout + min(helloTimeout / 4, 1 s)
+   * after connecting.
    */
   helloTimeout?: number;
   /**
@@ -337,12 +338,10 @@ export function attachSessionCache(
 }
 
 // ---- per-connection machinery ---------------------------------------------------------------------
-// Every handshake passes through here, so nothing below allocates a closure per connection: socket
-// listeners are shared functions that find their state on the socket, and one sweep timer per
-// server (running only while something waits) enforces the hello deadline.
-
-const kPeek = Symbol("sesscache.peek");
-type PeekedSocket = Socket & { [kPeek]?: Peek | undefined };
+// Every handshake passes through here, so nothing below allocates a closure per connection or adds a
+// property to Node's sockets (which would give them a second shape and slow Node's own socket code):
+// the socket listeners are created once per server and find their state in a Map, and one sweep
+// timer per server (running only while something waits) enforces the hello deadline.
 
 /** A connection whose first flight is being read. */
 class Peek {
@@ -350,21 +349,10 @@ class Peek {
   first: Buffer | undefined = undefined;
   rest: Buffer[] | undefined = undefined;
   constructor(
-    readonly adapter: ServerAdapter,
-    readonly socket: PeekedSocket,
+    readonly socket: Socket,
     /** Sweep tick at which it times out. */
     readonly expires: number,
   ) {}
-}
-
-function onPeekData(this: PeekedSocket, chunk: Buffer): void {
-  const p = this[kPeek];
-  if (p !== undefined) p.adapter.peekData(p, chunk);
-}
-
-function onPeekGone(this: PeekedSocket): void {
-  const p = this[kPeek];
-  if (p !== undefined) p.adapter.peekGone(p);
 }
 
 /** What a TLS 1.3 hello offered, kept from the peek until Node's resumeSession asks (§9.3). */
@@ -412,7 +400,10 @@ class ServerAdapter {
     pendingHellos: 0,
   };
   /** Connections being read, oldest first (all share one deadline, so also by expiry). */
-  private readonly peeking = new Set<Peek>();
+  private readonly peeking = new Map<Socket, Peek>();
+  // Socket listeners, shared by all connections of this server (`this` is the socket).
+  private readonly onPeekData: (this: Socket, chunk: Buffer) => void;
+  private readonly onPeekGone: (this: Socket) => void;
   /** TLS 1.3 hellos handed to Node, by a hash of their legacy id, oldest first. */
   private readonly pending = new Map<number, PendingHello>();
   /** Sweep ticks: the hello deadline is counted in them. */
@@ -433,9 +424,19 @@ class ServerAdapter {
     this.lookupTimeout = o.lookupTimeout;
     this.helloTimeout = o.helloTimeout;
     this.peekHellos = o.peekHellos;
-    // A connection is closed between helloTimeout and 1.25 x helloTimeout after it was accepted.
+    // A silent connection is closed between helloTimeout and helloTimeout + period after it came.
     this.period = Math.min(1000, Math.max(5, o.helloTimeout / 4));
     this.helloTicks = Math.ceil(o.helloTimeout / this.period) + 1;
+    const peeking = this.peeking;
+    const self = this;
+    this.onPeekData = function onPeekData(this: Socket, chunk: Buffer) {
+      const p = peeking.get(this);
+      if (p !== undefined) self.peekData(p, chunk);
+    };
+    this.onPeekGone = function onPeekGone(this: Socket) {
+      const p = peeking.get(this);
+      if (p !== undefined) self.peekGone(p);
+    };
   }
 
   stats(): AttachedSessionCacheStats {
@@ -462,13 +463,11 @@ class ServerAdapter {
       this.handOff(socket);
       return;
     }
-    const p = new Peek(this, socket, this.tick + this.helloTicks);
-    (socket as PeekedSocket)[kPeek] = p;
-    socket.on("data", onPeekData);
+    this.peeking.set(socket, new Peek(socket, this.tick + this.helloTicks));
+    socket.on("data", this.onPeekData);
     // 'close' follows 'end' unless the server allows half-open sockets; the deadline covers those.
-    socket.on("close", onPeekGone);
-    socket.on("error", onPeekGone);
-    this.peeking.add(p);
+    socket.on("close", this.onPeekGone);
+    socket.on("error", this.onPeekGone);
     this.startSweep();
   };
 
@@ -484,11 +483,10 @@ class ServerAdapter {
 
   private endPeek(p: Peek): void {
     const s = p.socket;
-    s.removeListener("data", onPeekData);
-    s.removeListener("close", onPeekGone);
-    s.removeListener("error", onPeekGone);
-    s[kPeek] = undefined;
-    this.peeking.delete(p);
+    s.removeListener("data", this.onPeekData);
+    s.removeListener("close", this.onPeekGone);
+    s.removeListener("error", this.onPeekGone);
+    this.peeking.delete(s);
   }
 
   peekData(p: Peek, chunk: Buffer): void {
@@ -553,7 +551,7 @@ class ServerAdapter {
 
   private readonly sweep = (): void => {
     const t = ++this.tick;
-    for (const p of this.peeking) {
+    for (const p of this.peeking.values()) {
       if (p.expires > t) break;
       this.endPeek(p);
       this.st.helloTimeouts++;

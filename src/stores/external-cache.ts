@@ -31,6 +31,8 @@ export interface ExternalCacheStats {
   /** Look-ups asked of the store, and those that found a usable session. */
   lookups: number;
   found: number;
+  /** Look-ups that outlived lookupTimeout and were answered as misses. */
+  timeouts: number;
 }
 
 export interface ExternalCache {
@@ -44,7 +46,14 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
   const timeoutMs = options.lookupTimeout ?? 50;
   if (!(timeoutMs > 0)) throw new RangeError(`lookupTimeout must be > 0 ms, got ${timeoutMs}`);
   const takeTickets = options.takeTickets ?? true;
-  const counters: ExternalCacheStats = { rejected: 0, stored: 0, removed: 0, lookups: 0, found: 0 };
+  const counters: ExternalCacheStats = {
+    rejected: 0,
+    stored: 0,
+    removed: 0,
+    lookups: 0,
+    found: 0,
+    timeouts: 0,
+  };
   const onRejected = (err: StoreValueError) => {
     counters.rejected++;
     options.onRejected?.(err);
@@ -65,10 +74,20 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
       counters.lookups++;
       const key = { namespace: "server", protocolVersion, context, id } as const;
       const take = takeTickets && protocolVersion === TLS1_3;
-      const found = await fetchStoredSession(store, key, { take, timeoutMs, onRejected }).catch(
-        () => undefined,
-      );
-      if (found) counters.found++;
+      // The deadline is enforced here too: a store written by someone else may ignore timeoutMs.
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(resolve, timeoutMs, "timeout");
+      });
+      const fetched = fetchStoredSession(store, key, { take, timeoutMs, onRejected }).catch(() => undefined);
+      const answer = await Promise.race([fetched, deadline]);
+      clearTimeout(timer);
+      if (answer === "timeout") {
+        counters.timeouts++;
+        return undefined;
+      }
+      if (answer) counters.found++;
+      const found = answer;
       return found;
     },
     stats: () => ({ ...counters }),
