@@ -14,6 +14,7 @@ import {
   type AttachedSessionCache,
   type AttachSessionCacheOptions,
   attachSessionCache,
+  defaultSessionIdContext,
   statefulServerOptions,
 } from "../src/server/index.js";
 import { parseSession, type Session } from "../src/session/index.js";
@@ -275,6 +276,23 @@ describe("session-id context", () => {
     assert.equal(Buffer.from(h1.sessionIdContext).toString(), derived());
     assert.deepEqual(h1.sessionIdContext, h2.sessionIdContext);
     assert.deepEqual(c1.getSessionIdContext(), h1.sessionIdContext, "the cache gets it too");
+  });
+
+  it("defaultSessionIdContext gives it beforehand (PEM or DER); statefulServerOptions({ cert }) then needs no fix-up", () => {
+    const pem = pki.cert;
+    const der = new X509Certificate(pem).raw;
+    assert.equal(defaultSessionIdContext({ cert: pem }), derived());
+    assert.equal(defaultSessionIdContext({ cert: Buffer.from(pem) }), derived());
+    assert.equal(defaultSessionIdContext({ cert: der }), derived());
+    const logs: string[] = [];
+    const h = attachSessionCache(plainServer(statefulServerOptions({ cert: pem })), new SessionCache(), {
+      log: (m) => logs.push(m),
+    });
+    assert.deepEqual(logs, []);
+    assert.equal(Buffer.from(h.sessionIdContext).toString(), derived());
+    const auth = { cert: pem, requestCert: true, ca: pki.caCert };
+    const h2 = attachSessionCache(plainServer({ requestCert: true, ca: pki.caCert }), new SessionCache());
+    assert.equal(Buffer.from(h2.sessionIdContext).toString(), defaultSessionIdContext(auth));
   });
 
   it("a client-auth server derives another one", () => {

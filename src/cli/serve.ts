@@ -1,5 +1,6 @@
 // `sesscache serve`: an HTTPS server resuming TLS 1.2 and 1.3 sessions statefully through an
 // in-memory SessionCache, with a page and a JSON endpoint showing the cache's counters.
+import cluster from "node:cluster";
 import { createHash, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -7,12 +8,15 @@ import { createServer, type Server } from "node:https";
 import type { Socket } from "node:net";
 import { resolve } from "node:path";
 import type { TLSSocket } from "node:tls";
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import type { SessionCache } from "../engine/index.js";
 import type { AttachedSessionCache } from "../server/index.js";
+import type { ExternalCache, SealingSessionStore } from "../stores/index.js";
 import { parseListen, parseNonNegativeInteger, parseOnOff, urlHost } from "./args.js";
 import { CliError, describeError } from "./errors.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
+import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
+import { LISTENING_TAG, type ListeningMessage, runPrimary } from "./serve-workers.js";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
 
@@ -34,6 +38,19 @@ export interface ServeOptions {
   cacheSize?: number;
   /** Diagnostics from the server and the adapter, one line each, no newline (default: none). */
   log?: (message: string) => void;
+  /**
+   * The shared store: "memory", "cluster" (node:cluster workers only), "redis://…", "rediss://…" or
+   * "redis-cluster://HOST:PORT,HOST:PORT" (parseStoreConfig), or a parsed config. Default: none.
+   */
+  store?: string | StoreConfig;
+  /** Sealing keys for the store (base64 of 32 bytes); the first seals, all open. */
+  storeKeys?: readonly string[];
+  /** Store sessions unencrypted on purpose (a shared store refuses to start without keys otherwise). */
+  storePlaintext?: boolean;
+  /** Milliseconds a store look-up may take before it is a miss (default 50). */
+  lookupTimeout?: number;
+  /** How long start waits for a Redis store to connect before serving anyway (default 3000 ms). */
+  storeReadyTimeout?: number;
 }
 
 export interface ServeHandle {
@@ -50,6 +67,9 @@ export interface ServeHandle {
   server: Server;
   /** The adapter's handle (its own counters, the session-id context in force). */
   attached: AttachedSessionCache;
+  /** The shared store and its wiring, when --store is in use. */
+  store: SealingSessionStore | undefined;
+  external: ExternalCache | undefined;
   /** Stops listening, drops open connections, closes the cache. Idempotent. */
   close(): Promise<void>;
 }
@@ -101,12 +121,53 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     certGenerated = local.generated;
   }
 
+  let leaving = false;
+  const lookupTimeout = options.lookupTimeout ?? 50;
+  if (!(Number.isFinite(lookupTimeout) && lookupTimeout > 0)) {
+    throw new CliError(`--lookup-timeout must be a positive number of milliseconds, got ${lookupTimeout}`);
+  }
+  const storeConfig =
+    typeof options.store === "string"
+      ? parseStoreConfig({
+          store: options.store,
+          storeKey: options.storeKeys,
+          storePlaintext: options.storePlaintext,
+          clustered: cluster.isWorker,
+        })
+      : options.store;
+  const store = storeConfig
+    ? await openStore(storeConfig, log, options.storeReadyTimeout ?? 3000)
+    : undefined;
+
   let cache: SessionCache;
+  let ext: ExternalCache | undefined;
   try {
-    cache = new SessionCache({ mode, timeout: options.timeout, cacheSize: options.cacheSize });
+    if (store) {
+      const { externalCache } = await import("../stores/index.js");
+      // Single-use TLS 1.3 tickets (serve never reuses them): taken atomically across the fleet.
+      ext = externalCache(store, {
+        lookupTimeout,
+        takeTickets: true,
+        onRejected: () => cache.recordRejected(),
+      });
+    }
+    const shared = ext;
+    cache = new SessionCache({
+      mode,
+      timeout: options.timeout,
+      cacheSize: options.cacheSize,
+      ...shared,
+      // cache.close() flushes every session through the remove callback, as SSL_CTX_free does: a
+      // server leaving the fleet must not delete the sessions the others still resume.
+      ...(shared
+        ? { onRemoveSession: (session) => (leaving ? undefined : shared.onRemoveSession(session)) }
+        : {}),
+    });
   } catch (err) {
+    await store?.close();
     throw new CliError(`invalid cache settings: ${describeError(err)}`);
   }
+  const closeStore = () => store?.close().catch(() => undefined) ?? Promise.resolve();
   const timeout = cache.getTimeout();
 
   let sessionIdContext: string;
@@ -114,6 +175,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     sessionIdContext = options.sessionIdContext ?? defaultSessionIdContext(cert);
   } catch (err) {
     cache.close();
+    await closeStore();
     throw new CliError(`invalid certificate file ${certFile}: ${describeError(err)}`);
   }
 
@@ -128,6 +190,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     });
   } catch (err) {
     cache.close();
+    await closeStore();
     throw new CliError(`invalid certificate or key: ${describeError(err)}`);
   }
   // Idle connections stay open until the client closes: TLS 1.3 tickets arrive after the
@@ -136,9 +199,10 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
 
   let attached: AttachedSessionCache;
   try {
-    attached = attachSessionCache(server, cache, { tickets, sessionIdContext, log });
+    attached = attachSessionCache(server, cache, { tickets, sessionIdContext, log, lookupTimeout });
   } catch (err) {
     cache.close();
+    await closeStore();
     throw new CliError(`cannot attach the session cache: ${describeError(err)}`);
   }
 
@@ -161,6 +225,18 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     uptime: Math.round(performance.now() - startedAt) / 1000,
     // The adapter's own counters: hellos read, PSKs offered, tickets consumed, look-up timeouts...
     adapter: attached.stats(),
+    ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
+    ...(store && storeConfig
+      ? {
+          store: {
+            kind: storeConfig.kind,
+            ...(describeTarget(storeConfig) ? { target: describeTarget(storeConfig) } : {}),
+            sealed: !store.sealer.plaintext,
+            ...store.stats(),
+            external: ext?.stats(),
+          },
+        }
+      : {}),
   });
   server.on("request", (req: IncomingMessage, res: ServerResponse) => handle(req, res, info));
 
@@ -181,6 +257,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   } catch (err) {
     attached.detach();
     cache.close();
+    await closeStore();
     const busy =
       (err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (--listen HOST:0 picks a free port)" : "";
     throw new CliError(
@@ -198,8 +275,9 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     closing ??= new Promise<void>((done) => {
       server.close(() => {
         attached.detach();
+        leaving = true;
         cache.close();
-        done();
+        void closeStore().then(() => done());
       });
       server.closeAllConnections();
       for (const socket of sockets) socket.destroy();
@@ -217,8 +295,44 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     cache,
     server,
     attached,
+    store,
+    external: ext,
     close,
   };
+}
+
+/** Opens the configured store; a Redis that is down is not an error (look-ups miss until it is back). */
+async function openStore(
+  config: StoreConfig,
+  log: (message: string) => void,
+  readyTimeout: number,
+): Promise<SealingSessionStore> {
+  const { ClusterStore, MemoryStore, RedisStore } = await import("../stores/index.js");
+  const sealing = config.plaintext ? { plaintext: true } : { keys: config.keys };
+  try {
+    switch (config.kind) {
+      case "memory":
+        return new MemoryStore({ sealing });
+      case "cluster":
+        return new ClusterStore(sealing);
+      case "redis":
+      case "redis-cluster": {
+        const store = new RedisStore({
+          ...(config.kind === "redis" ? { url: config.url } : { cluster: config.seeds }),
+          ...sealing,
+          onError: (err) => log(`sesscache serve: store: ${describeError(err)}`),
+        });
+        try {
+          await store.ready(readyTimeout);
+        } catch {
+          log(`sesscache serve: store: Redis not reachable yet (${store.status}); serving, and retrying`);
+        }
+        return store;
+      }
+    }
+  } catch (err) {
+    throw new CliError(`cannot open the ${config.kind} store: ${describeError(err)}`, { cause: err });
+  }
 }
 
 /** Commander's parser for --listen: checks the value now (a usage error), startServe parses it again. */
@@ -324,7 +438,8 @@ export function register(program: Command): void {
     .summary("run an HTTPS server that resumes TLS sessions through a sesscache cache")
     .description(
       "Run an HTTPS server (HTTP/1.1) whose TLS 1.2 and 1.3 sessions resume statefully through an " +
-        "in-memory sesscache SessionCache. GET / shows the cache's counters, GET /stats gives them as JSON. " +
+        "in-memory sesscache SessionCache, optionally shared with other servers through --store (Redis) " +
+        "and between --workers. GET / shows the cache's counters, GET /stats gives them as JSON. " +
         "Without --cert/--key it uses a self-signed certificate for localhost, made once and kept in the " +
         "state directory. Stops cleanly on SIGINT/SIGTERM.",
     )
@@ -335,7 +450,10 @@ export function register(program: Command): void {
         "  sesscache serve --listen [::1]:0 --timeout 300 --cache-size 1000\n" +
         "  curl --cacert ~/.local/state/sesscache/tls/cert.pem https://localhost:8443/stats https://localhost:8443/stats\n" +
         "  openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_out s.pem; " +
-        "openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_in s.pem",
+        "openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_in s.pem\n" +
+        "  sesscache serve --store redis://127.0.0.1:6379 --store-key $(openssl rand -base64 32)\n" +
+        "  sesscache serve --store redis-cluster://10.0.0.1:6379,10.0.0.2:6379 --store-key NEW --store-key OLD\n" +
+        "  sesscache serve --workers 4",
     )
     .option(
       "--listen <host:port>",
@@ -366,15 +484,67 @@ export function register(program: Command): void {
       "sessions kept in memory; 0 = unlimited (default: 20480)",
       parseNonNegativeInteger,
     )
+    .option(
+      "--store <store>",
+      "share sessions through a store: memory, cluster (between --workers), redis://HOST:PORT[/DB], " +
+        "rediss://HOST:PORT (TLS), or a Redis Cluster as redis-cluster://HOST:PORT,HOST:PORT,... " +
+        "(rediss-cluster:// for TLS); URLs may carry user:password@ (default: none; cluster with --workers > 1)",
+    )
+    .addOption(
+      new Option(
+        "--store-key <base64>",
+        "key sealing the store's values (AES-256-GCM), base64 of 32 bytes (openssl rand -base64 32); " +
+          "repeat for rotation: the first seals, all open (default: $SESSCACHE_STORE_KEYS, comma-separated)",
+      ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
+    )
+    .option(
+      "--store-plaintext",
+      "store sessions unencrypted on purpose (a Redis store refuses to start without a key otherwise)",
+    )
+    .option(
+      "--lookup-timeout <ms>",
+      "most milliseconds a store look-up may delay a handshake before it counts as a miss (default: 50)",
+      parsePositiveInteger,
+    )
+    .option(
+      "--workers <n>",
+      "worker processes (node:cluster) sharing the port; with n > 1 and no --store they share " +
+        "sessions through the primary (--store cluster) (default: 1)",
+      parsePositiveInteger,
+    )
     .action(async (opts: CommandOptions) => {
       const log = (msg: string) => process.stderr.write(`sesscache serve: ${msg}\n`);
+      const workers = opts.workers ?? 1;
+      const clustered = workers > 1;
+      // Checked here, before any worker starts, so a bad flag is one line, once.
+      const storeConfig = parseStoreConfig({
+        store: opts.store,
+        storeKey: opts.storeKey,
+        storePlaintext: opts.storePlaintext,
+        clustered,
+      });
+      if (clustered && cluster.isPrimary) {
+        await runServePrimary(opts, workers, storeConfig?.kind === "cluster", log);
+        return;
+      }
       // The adapter's lines already start with "sesscache: ".
-      const handle = await startServe({ ...opts, log: (msg) => process.stderr.write(`${msg}\n`) });
+      const handle = await startServe({
+        ...opts,
+        store: storeConfig,
+        storeKeys: undefined,
+        log: (msg) => process.stderr.write(`${msg}\n`),
+      });
+      const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
+      if (cluster.isWorker) {
+        stopWorkerOnSignals(handle);
+        const msg: ListeningMessage = { [LISTENING_TAG]: true, url: handle.url, port: handle.port, where };
+        process.send?.(msg);
+        return;
+      }
       if (handle.certGenerated) {
         log(`made a self-signed certificate for localhost: ${handle.certFile}`);
       }
       stopOnSignals(handle, log);
-      const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
       // Tests and scripts read the port from this line: keep its shape.
       process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
     });
@@ -390,6 +560,55 @@ interface CommandOptions {
   mode?: string;
   timeout?: number;
   cacheSize?: number;
+  store?: string;
+  storeKey?: string[];
+  storePlaintext?: boolean;
+  lookupTimeout?: number;
+  workers?: number;
+}
+
+function parsePositiveInteger(value: string): number {
+  const n = parseNonNegativeInteger(value);
+  if (n === 0) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+}
+
+/** The primary of --workers N: makes the certificate once, forks, prints the startup line once. */
+async function runServePrimary(
+  opts: CommandOptions,
+  workers: number,
+  clusterStore: boolean,
+  log: (msg: string) => void,
+): Promise<void> {
+  try {
+    parseListen(opts.listen);
+  } catch (err) {
+    throw new CliError(`invalid --listen '${opts.listen}': ${describeError(err)}`);
+  }
+  if (opts.cert === undefined && opts.key === undefined) {
+    // Before forking: workers racing to make it would each serve another certificate.
+    const local = ensureLocalCertificate(resolve(opts.stateDir ?? defaultStateDir()));
+    if (local.generated) log(`made a self-signed certificate for localhost: ${local.certFile}`);
+  }
+  const first = await runPrimary({ workers, clusterStore, log });
+  process.stdout.write(`sesscache serve: listening on ${first.url} (${first.where})\n`);
+}
+
+/** A worker stops on SIGTERM from its primary, or when the primary goes away; SIGINT is the primary's. */
+function stopWorkerOnSignals(handle: ServeHandle): void {
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    void handle.close().then(() => {
+      process.exitCode = 0;
+      process.disconnect?.();
+      setTimeout(() => process.exit(0), 2000).unref();
+    });
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", () => {});
+  process.on("disconnect", stop);
 }
 
 function stopOnSignals(handle: ServeHandle, log: (msg: string) => void): void {

@@ -2,7 +2,7 @@
 // SessionCache, TLS 1.2 by session id and TLS 1.3 by stateful tickets. Spec §9 explains the Node
 // hooks this builds on and the traps found verifying it; the comments below say which point of it
 // each piece answers.
-import { createHash, constants as cryptoConstants } from "node:crypto";
+import { createHash, constants as cryptoConstants, X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
 import tls from "node:tls";
 import { locateId } from "../engine/der-layout.js";
@@ -101,16 +101,28 @@ export interface StatefulServerOptions {
  * Options to spread into `tls.createServer`, `https.createServer` or `http2.createSecureServer` so
  * the server is created as {@link attachSessionCache} wants it, instead of attach rebuilding its
  * secure context: `secureOptions` with `SSL_OP_NO_TICKET` (unless `tickets`) OR-ed into the given
- * `secureOptions`, and `sessionIdContext` when one is given. Spread it after your own options, or
+ * `secureOptions`, and `sessionIdContext`: the one given, or else, when `cert` is given, the default
+ * attach derives from it ({@link defaultSessionIdContext}). Spread it after your own options, or
  * pass your `secureOptions` here:
  *
  * ```ts
  * const server = https.createServer({ key, cert, ...statefulServerOptions({ sessionIdContext: "shop" }) });
  * attachSessionCache(server, cache, { sessionIdContext: "shop" });
+ * // or, with the default context derived from the certificate:
+ * const server2 = https.createServer({ key, cert, ...statefulServerOptions({ cert }) });
+ * attachSessionCache(server2, new SessionCache());
  * ```
  */
 export function statefulServerOptions(
-  opts: { tickets?: boolean; sessionIdContext?: string; secureOptions?: number } = {},
+  opts: {
+    tickets?: boolean;
+    sessionIdContext?: string;
+    secureOptions?: number;
+    /** Derive the default context from this certificate (and requestCert/ca) when none is given. */
+    cert?: SessionIdContextSource["cert"];
+    requestCert?: boolean;
+    ca?: SessionIdContextSource["ca"];
+  } = {},
 ): StatefulServerOptions {
   const out: StatefulServerOptions = {};
   let secureOptions = opts.secureOptions ?? 0;
@@ -118,6 +130,12 @@ export function statefulServerOptions(
   if (secureOptions !== 0) out.secureOptions = secureOptions;
   if (opts.sessionIdContext !== undefined) {
     out.sessionIdContext = contextString(opts.sessionIdContext, "sessionIdContext");
+  } else if (opts.cert !== undefined) {
+    out.sessionIdContext = defaultSessionIdContext({
+      cert: opts.cert,
+      requestCert: opts.requestCert,
+      ca: opts.ca,
+    });
   }
   return out;
 }
@@ -189,7 +207,8 @@ const attached = new WeakSet<tls.Server>();
  * 2. else the cache's own context, when it has one (a cache shared by several servers);
  * 3. else one derived from what identifies the service, as nginx does: the first 32 hex digits of
  *    SHA-256 over the server certificate's DER (the one in force when attaching) and, when the
- *    server requests client certificates, over its `ca` option too.
+ *    server requests client certificates, over its `ca` option too ({@link defaultSessionIdContext};
+ *    with several certificates, the one OpenSSL reports as current: give a context explicitly).
  * A cache with no context gets the one chosen; a cache whose context differs from an explicit one is
  * refused (its look-ups would never match, R7).
  *
@@ -750,11 +769,49 @@ function serverHandshakeTimeout(srv: tls.Server): number {
   return 0;
 }
 
+/** What the default session-id context is derived from (see {@link defaultSessionIdContext}). */
+export interface SessionIdContextSource {
+  /** The server certificate: PEM (its first certificate, the leaf, is used) or DER. */
+  cert: string | Uint8Array;
+  /** The server asks clients for certificates. */
+  requestCert?: boolean;
+  /** The server's `ca` option (only used with requestCert). */
+  ca?: string | Uint8Array | (string | Uint8Array)[];
+}
+
 /**
- * The default session-id context (see attachSessionCache): the first 32 hex digits of SHA-256 over
- * a version tag, the server certificate's DER and, when client certificates are requested, the CA
- * option (so services with different client-auth policies never resume each other's sessions).
+ * The session-id context {@link attachSessionCache} uses when neither the options nor the cache give
+ * one, as nginx does: the first 32 hex digits of SHA-256 over a version tag, the server certificate's
+ * DER and, when client certificates are requested, the `ca` option (so services with different
+ * client-auth policies never resume each other's sessions). The same certificate gives the same
+ * context in every process and on every machine. Pass it to {@link statefulServerOptions} (or give
+ * `cert` there) to create a server that attach need not change.
  */
+export function defaultSessionIdContext(src: SessionIdContextSource): string {
+  let der: Uint8Array;
+  if (typeof src.cert === "string" || isPem(src.cert)) der = new X509Certificate(src.cert).raw;
+  else der = src.cert;
+  return deriveFrom(der, src.requestCert === true, src.ca);
+}
+
+function isPem(b: Uint8Array): boolean {
+  return b.length > 10 && Buffer.from(b.buffer, b.byteOffset, Math.min(b.length, 64)).includes("-----BEGIN");
+}
+
+function deriveFrom(certDer: Uint8Array, requestCert: boolean, ca: unknown): string {
+  const h = createHash("sha256").update("sesscache sid_ctx v1\0").update(certDer);
+  if (requestCert) {
+    h.update("\0client-auth\0");
+    const cas = ca === undefined ? [] : Array.isArray(ca) ? ca : [ca];
+    for (const c of cas) {
+      if (typeof c === "string" || c instanceof Uint8Array) h.update(c);
+      h.update("\0");
+    }
+  }
+  return h.digest("hex").slice(0, 32);
+}
+
+/** The default context for a running server, from the certificate its secure context holds. */
 function deriveSessionIdContext(srv: TlsServerInternals): string {
   const cert = srv._sharedCreds?.context.getCertificate();
   if (!cert || cert.length === 0) {
@@ -762,16 +819,7 @@ function deriveSessionIdContext(srv: TlsServerInternals): string {
       "attachSessionCache: the server has no certificate to derive a session-id context from; give sessionIdContext",
     );
   }
-  const h = createHash("sha256").update("sesscache sid_ctx v1\0").update(cert);
-  if (srv.requestCert) {
-    h.update("\0client-auth\0");
-    const cas = srv.ca === undefined ? [] : Array.isArray(srv.ca) ? srv.ca : [srv.ca];
-    for (const ca of cas) {
-      if (typeof ca === "string" || ca instanceof Uint8Array) h.update(ca);
-      h.update("\0");
-    }
-  }
-  return h.digest("hex").slice(0, 32);
+  return deriveFrom(cert, srv.requestCert === true, srv.ca);
 }
 
 /** A session-id context as the string Node takes (its UTF-8 bytes are what OpenSSL gets). */

@@ -4,6 +4,8 @@ export {
   type AttachedSessionCacheStats,
   type AttachSessionCacheOptions,
   attachSessionCache,
+  defaultSessionIdContext,
+  type SessionIdContextSource,
   type StatefulServerOptions,
   statefulServerOptions,
 } from "./attach.js";

@@ -1,0 +1,114 @@
+// `sesscache serve --workers N`: the node:cluster primary. It forks N workers running the same
+// `serve` (they share the listening socket; with port 0 the first listen picks the port and every
+// worker gets the same one), holds the cluster store's map when the workers use it, prints the
+// startup line once all workers listen, and on SIGINT/SIGTERM stops them all and exits 0.
+import cluster, { type Worker } from "node:cluster";
+import { CliError } from "./errors.js";
+
+/** The message a serve worker sends its primary once it listens. */
+export const LISTENING_TAG = "sesscacheServeListening";
+
+export interface ListeningMessage {
+  [LISTENING_TAG]: true;
+  url: string;
+  port: number;
+  /** "state: DIR" or "cert: FILE", as in the startup line. */
+  where: string;
+}
+
+export function isListeningMessage(m: unknown): m is ListeningMessage {
+  return typeof m === "object" && m !== null && (m as Record<string, unknown>)[LISTENING_TAG] === true;
+}
+
+export interface PrimaryOptions {
+  workers: number;
+  /** The workers use the cluster store: hold its map here. */
+  clusterStore: boolean;
+  log: (message: string) => void;
+}
+
+/**
+ * Forks the workers and resolves with the first one's URL and "where" once all listen. Rejects with
+ * a CliError (after stopping the others) when a worker exits before listening.
+ */
+export async function runPrimary(options: PrimaryOptions): Promise<ListeningMessage> {
+  const { startClusterStorePrimary } = await import("../stores/index.js");
+  const storePrimary = options.clusterStore ? startClusterStorePrimary() : undefined;
+  const workers = new Set<Worker>();
+  let stopping = false;
+  let started = false;
+
+  const fork = () => {
+    const w = cluster.fork();
+    workers.add(w);
+    w.once("exit", (code, signal) => {
+      workers.delete(w);
+      if (stopping || !started) return;
+      // A worker crashed while serving: replace it, the others carry on.
+      options.log(`worker ${w.id} exited (${signal ?? code}); starting another`);
+      fork();
+    });
+    return w;
+  };
+
+  const stopAll = (): Promise<void> => {
+    stopping = true;
+    const exits = [...workers].map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          if (w.isDead()) return resolve();
+          w.once("exit", () => resolve());
+          w.process.kill("SIGTERM");
+        }),
+    );
+    const killer = setTimeout(() => {
+      for (const w of workers) w.process.kill("SIGKILL");
+    }, 5000);
+    return Promise.all(exits).then(() => {
+      clearTimeout(killer);
+      storePrimary?.close();
+    });
+  };
+
+  const first = await new Promise<ListeningMessage>((resolve, reject) => {
+    const listening: ListeningMessage[] = [];
+    const onMessage = (_w: Worker, msg: unknown) => {
+      if (!isListeningMessage(msg)) return;
+      listening.push(msg);
+      if (listening.length === options.workers) {
+        cluster.off("message", onMessage);
+        cluster.off("exit", onEarlyExit);
+        started = true;
+        resolve(listening[0]!);
+      }
+    };
+    const onEarlyExit = (_w: Worker, code: number | null) => {
+      cluster.off("message", onMessage);
+      cluster.off("exit", onEarlyExit);
+      // The worker said why on stderr.
+      const exitCode = code && code > 0 ? code : 1;
+      void stopAll().then(() =>
+        reject(new CliError(`a worker exited (${code}) before listening`, { exitCode })),
+      );
+    };
+    cluster.on("message", onMessage);
+    cluster.on("exit", onEarlyExit);
+    for (let i = 0; i < options.workers; i++) fork();
+  });
+
+  let signalled = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) process.exit(1);
+    signalled = true;
+    options.log(`${signal}: shutting down ${workers.size} workers`);
+    void stopAll().then(() => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      process.exitCode = 0;
+      setTimeout(() => process.exit(0), 2000).unref();
+    });
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  return first;
+}
