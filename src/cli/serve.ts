@@ -597,18 +597,20 @@ async function runServePrimary(
 /** A worker stops on SIGTERM from its primary, or when the primary goes away; SIGINT is the primary's. */
 function stopWorkerOnSignals(handle: ServeHandle): void {
   let stopping = false;
-  const stop = () => {
+  const stop = (orphaned: boolean) => {
     if (stopping) return;
     stopping = true;
     void handle.close().then(() => {
       process.exitCode = 0;
-      process.disconnect?.();
+      // The primary went away: nobody waits for an orderly exit.
+      if (orphaned || !process.connected) process.exit(0);
+      process.disconnect();
       setTimeout(() => process.exit(0), 2000).unref();
     });
   };
-  process.on("SIGTERM", stop);
+  process.on("SIGTERM", () => stop(false));
   process.on("SIGINT", () => {});
-  process.on("disconnect", stop);
+  process.on("disconnect", () => stop(true));
 }
 
 function stopOnSignals(handle: ServeHandle, log: (msg: string) => void): void {

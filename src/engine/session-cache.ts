@@ -20,11 +20,12 @@
 // - R15: OpenSSL also marks a removed SSL_SESSION not resumable; here it simply cannot be found.
 // - R13: inserting a session that expires between the head and the tail walks the list from both
 //   ends (OpenSSL walks from the head); the common cases (latest or earliest expiry) are O(1).
+
+import { sameBytes } from "../session/bytes.js";
 import { parseSession, SslSession, withTimes } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { CachedSession } from "./cached-session.js";
 import { coarseClock } from "./clock.js";
-import { sameBytes } from "./contexts.js";
 import { found, layout } from "./der-layout.js";
 import { type IndexMemory, MAX_ID_OFFSET, NIL, PackedIndex } from "./index-table.js";
 import { parseMode, SessionCacheMode, type SessionCacheModeInput } from "./mode.js";

@@ -7,6 +7,7 @@ import type { Socket } from "node:net";
 import tls from "node:tls";
 import { locateId } from "../engine/der-layout.js";
 import type { SessionCache } from "../engine/session-cache.js";
+import { sameBytes } from "../session/bytes.js";
 import { parseSession } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { ClientHelloReader, type ClientHelloResult, TLS1_3_VERSION } from "./client-hello.js";
@@ -867,12 +868,5 @@ function hasId(session: Session, id: Uint8Array): boolean {
   const n = der[at - 1];
   if (n !== id.length) return false;
   for (let i = 0; i < n; i++) if (der[at + i] !== id[i]) return false;
-  return true;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  const n = a.length;
-  if (n !== b.length) return false;
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
   return true;
 }

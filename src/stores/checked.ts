@@ -3,17 +3,12 @@
 // the wrong TLS 1.2 session. So a stored value is used only when it opens under the key it was asked
 // for, decodes, and names the same id, protocol version and (server side) session-id context.
 import type { StoreKey } from "../engine/store.js";
+import { sameBytes } from "../session/bytes.js";
 import { parseSession, SessionDecodeError } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { StoreValueError } from "./errors.js";
 import { checkStoreKey, type Sealer } from "./sealing.js";
 import type { SealingSessionStore, StoreCallOptions } from "./types.js";
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 export interface OpenOptions {
   /**
