@@ -488,7 +488,8 @@ export function register(program: Command): void {
       "--store <store>",
       "share sessions through a store: memory, cluster (between --workers), redis://HOST:PORT[/DB], " +
         "rediss://HOST:PORT (TLS), or a Redis Cluster as redis-cluster://HOST:PORT,HOST:PORT,... " +
-        "(rediss-cluster:// for TLS); URLs may carry user:password@ (default: none; cluster with --workers > 1)",
+        "(rediss-cluster:// for TLS; a private CA through NODE_EXTRA_CA_CERTS); URLs may carry " +
+        "user:password@ (default: none; cluster with --workers > 1)",
     )
     .addOption(
       new Option(
