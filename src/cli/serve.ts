@@ -1,7 +1,6 @@
 // `sesscache serve`: an HTTPS server resuming TLS 1.2 and 1.3 sessions statefully through an
 // in-memory SessionCache, with a page and a JSON endpoint showing the cache's counters.
 import cluster from "node:cluster";
-import { createHash, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
@@ -77,8 +76,10 @@ export interface ServeHandle {
 /** Starts the server. Problems the user can fix are thrown as CliError. */
 export async function startServe(options: ServeOptions = {}): Promise<ServeHandle> {
   // Loaded here rather than at the top so `sesscache --help/--version` stay instant.
-  const [{ SessionCache, formatMode, parseMode }, { attachSessionCache, statefulServerOptions }] =
-    await Promise.all([import("../engine/index.js"), import("../server/index.js")]);
+  const [
+    { SessionCache, formatMode, parseMode },
+    { attachSessionCache, defaultSessionIdContext, statefulServerOptions },
+  ] = await Promise.all([import("../engine/index.js"), import("../server/index.js")]);
   const log = options.log ?? (() => {});
   let listen: { host: string; port: number };
   try {
@@ -172,7 +173,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
 
   let sessionIdContext: string;
   try {
-    sessionIdContext = options.sessionIdContext ?? defaultSessionIdContext(cert);
+    sessionIdContext = options.sessionIdContext ?? defaultSessionIdContext({ cert });
   } catch (err) {
     cache.close();
     await closeStore();
@@ -339,15 +340,6 @@ async function openStore(
 function validListen(value: string): string {
   parseListen(value);
   return value;
-}
-
-/**
- * attachSessionCache's own default (a hash of the leaf certificate, as nginx does), computed here so
- * the server is created with it and attach need not rebuild the secure context.
- */
-function defaultSessionIdContext(certPem: string): string {
-  const leaf = new X509Certificate(certPem).raw;
-  return createHash("sha256").update("sesscache sid_ctx v1\0").update(leaf).digest("hex").slice(0, 32);
 }
 
 function readPemFile(file: string, what: string): string {
