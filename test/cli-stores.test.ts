@@ -331,6 +331,13 @@ describe("serve --store redis://", { ...TIMEOUT, skip: skipRedis }, () => {
     assert.equal(outcome(await sClient(a.port, pki, ["-tls1_3", "-sess_out", s13], V13_TICKETS)), "New");
     assert.equal(outcome(await sClient(b.port, pki, ["-tls1_3", "-sess_in", s13])), "Reused");
     assert.equal(outcome(await sClient(b.port, pki, ["-tls1_3", "-sess_in", s13])), "New");
+    // Not even on A, which issued it and still holds a copy: the store hands a ticket over once.
+    assert.equal(outcome(await sClient(a.port, pki, ["-tls1_3", "-sess_in", s13])), "New");
+    // A ticket used on its own issuer first is then gone for the fleet.
+    const t13 = join(tmp, "t13.pem");
+    assert.equal(outcome(await sClient(a.port, pki, ["-tls1_3", "-sess_out", t13], V13_TICKETS)), "New");
+    assert.equal(outcome(await sClient(a.port, pki, ["-tls1_3", "-sess_in", t13])), "Reused");
+    assert.equal(outcome(await sClient(b.port, pki, ["-tls1_3", "-sess_in", t13])), "New");
 
     const stB = (await getStats(b.port, pki.caCert)) as { store: Record<string, number | object> };
     assert.equal(stB.store.kind, "redis");

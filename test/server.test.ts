@@ -674,3 +674,34 @@ async function slowProxy(target: number, mode: "bytes" | "records") {
   const port = await listenLocal(server);
   return { port, writes: () => writes, close: tracker.close };
 }
+
+describe("claimTicket: a shared store decides whether a TLS 1.3 ticket may resume here", () => {
+  it("a claim refused (used elsewhere) or too slow means a full handshake; a claim won resumes", async () => {
+    let verdict: "yes" | "no" | "never" = "no";
+    const claimed: Session[] = [];
+    const s = await start({
+      attach: {
+        lookupTimeout: 100,
+        claimTicket: (session) => {
+          claimed.push(session);
+          if (verdict === "never") return new Promise<boolean>(() => {});
+          return Promise.resolve(verdict === "yes");
+        },
+      },
+    });
+    after(() => s.close());
+    const [t1, t2] = (await client(s, "1.3")).sessions;
+    assert.equal((await client(s, "1.3", t1)).reused, false, "refused claim: full handshake");
+    assert.equal(s.handle.stats().ticketsRefused, 1);
+    assert.equal(s.cache.lookup(parseSession(t1).ticket!, 0x0304) !== undefined, true, "a refused ticket is kept");
+    verdict = "never";
+    const t0 = performance.now();
+    assert.equal((await client(s, "1.3", t1)).reused, false, "claim past the deadline: full handshake");
+    assert.ok(performance.now() - t0 < 2000);
+    verdict = "yes";
+    assert.equal((await client(s, "1.3", t2)).reused, true, "claim won: resumed");
+    assert.equal(claimed.length, 3);
+    assert.equal(Buffer.compare(claimed[2].id, parseSession(t2).ticket!), 0, "the claim names the ticket offered");
+    assert.equal(s.handle.stats().ticketsRefused, 2);
+  });
+});

@@ -56,6 +56,24 @@ describe("externalCache: a store behind the engine's callbacks", () => {
     assert.equal(await store.get(serverStoreKey(s)), undefined);
   });
 
+  test("claim(): a ticket is handed over once across the fleet, its issuer included", async () => {
+    const store = new MemoryStore();
+    const a = fleet(store);
+    const b = fleet(store);
+    const s = session({ ctx: "svc-a", time: now(), protocolVersion: V13 });
+    a.cache.updateCache(s, "server");
+    const taken = await b.cache.lookup(s.id, V13);
+    assert.ok(taken);
+    assert.equal(await b.ext.claim(taken), true, "B took it during its look-up");
+    assert.equal(await b.ext.claim(taken), false, "a claim is spent once");
+    assert.ok(a.cache.lookup(s.id, V13), "A still holds its own copy");
+    assert.equal(await a.ext.claim(s), false, "but the store no longer hands it over");
+    const t = session({ ctx: "svc-a", time: now(), protocolVersion: V13 });
+    a.cache.updateCache(t, "server");
+    assert.equal(await a.ext.claim(t), true, "the issuer wins a ticket nobody used");
+    assert.equal(await b.cache.lookup(t.id, V13), undefined);
+  });
+
   test("removing a session removes the shared copy", async () => {
     const store = new MemoryStore();
     const a = fleet(store);

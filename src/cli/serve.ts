@@ -200,7 +200,15 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
 
   let attached: AttachedSessionCache;
   try {
-    attached = attachSessionCache(server, cache, { tickets, sessionIdContext, log, lookupTimeout });
+    // With a shared store, a TLS 1.3 ticket resumes once across the fleet, here included.
+    const claimTicket = ext?.claim;
+    attached = attachSessionCache(server, cache, {
+      tickets,
+      sessionIdContext,
+      log,
+      lookupTimeout,
+      claimTicket,
+    });
   } catch (err) {
     cache.close();
     await closeStore();

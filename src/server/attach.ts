@@ -28,6 +28,12 @@ export interface AttachSessionCacheOptions {
   tickets?: boolean;
   /** Let a TLS 1.3 ticket resume more than once (default false: single-use, spec R22). */
   reuseTickets?: boolean;
+  /**
+   * With a shared store: asked before a single-use TLS 1.3 ticket resumes; false means a full
+   * handshake. Pass `externalCache(store).claim` so a ticket resumes once across the fleet, even on
+   * the server that issued it and still holds a copy. Answered within `lookupTimeout`, else false.
+   */
+  claimTicket?: (session: Session) => boolean | PromiseLike<boolean>;
   /** Most milliseconds a look-up may take before it counts as a miss (default 50). */
   lookupTimeout?: number;
   /**
@@ -67,6 +73,8 @@ export interface AttachedSessionCacheStats {
   wrongAnswers: number;
   /** TLS 1.3 tickets removed after their one resumption (R22). */
   ticketsConsumed: number;
+  /** TLS 1.3 tickets found but not resumed: claimTicket said no (used elsewhere) or timed out. */
+  ticketsRefused: number;
   /** New sessions Node handed over that could not be decoded or stored. */
   storeErrors: number;
   /** Hellos spread over several TLS records (Node's parser then skips resumption, §9.5). */
@@ -305,6 +313,7 @@ export function attachSessionCache(
   const adapter = new ServerAdapter(srv, cache, tlsListener, log, {
     tickets,
     reuseTickets,
+    claimTicket: options.claimTicket,
     lookupTimeout,
     helloTimeout,
     peekHellos: canNegotiateTls13(srv),
@@ -390,6 +399,7 @@ interface PendingHello {
 interface AdapterOptions {
   tickets: boolean;
   reuseTickets: boolean;
+  claimTicket: AttachSessionCacheOptions["claimTicket"];
   lookupTimeout: number;
   helloTimeout: number;
   peekHellos: boolean;
@@ -400,6 +410,7 @@ class ServerAdapter {
   detached = false;
   private readonly tickets: boolean;
   private readonly reuseTickets: boolean;
+  private readonly claimTicket: AttachSessionCacheOptions["claimTicket"];
   private readonly lookupTimeout: number;
   private readonly helloTimeout: number;
   private readonly st: AttachedSessionCacheStats = {
@@ -412,6 +423,7 @@ class ServerAdapter {
     lookupErrors: 0,
     wrongAnswers: 0,
     ticketsConsumed: 0,
+    ticketsRefused: 0,
     storeErrors: 0,
     fragmentedHellos: 0,
     helloNotUnderstood: 0,
@@ -441,6 +453,7 @@ class ServerAdapter {
   ) {
     this.tickets = o.tickets;
     this.reuseTickets = o.reuseTickets;
+    this.claimTicket = o.claimTicket;
     this.lookupTimeout = o.lookupTimeout;
     this.helloTimeout = o.helloTimeout;
     this.peekHellos = o.peekHellos;
@@ -684,6 +697,44 @@ class ServerAdapter {
     );
   }
 
+  /** R22 across a fleet: the shared store must hand the ticket over before it resumes here. */
+  private claim(cb: ResumeCallback, session: Session): void {
+    let settled = false;
+    const finish = (won: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (!won) {
+        this.st.ticketsRefused++;
+        miss(cb);
+        return;
+      }
+      this.st.ticketsConsumed++;
+      try {
+        this.cache.removeSession(session);
+      } catch (err) {
+        this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
+      }
+      try {
+        cb(null, session.der);
+      } catch (err) {
+        this.log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
+      }
+    };
+    const timer = setTimeout(finish, this.lookupTimeout, false);
+    try {
+      const r = this.claimTicket!(session);
+      if (isThenable(r))
+        r.then(
+          (won) => finish(won === true),
+          () => finish(false),
+        );
+      else finish(r === true);
+    } catch {
+      finish(false);
+    }
+  }
+
   private answer(cb: ResumeCallback, session: Session | undefined, id: Uint8Array, version: number): void {
     let der: Uint8Array | null = null;
     if (session != null) {
@@ -694,6 +745,10 @@ class ServerAdapter {
         this.log.log("wrong", "the cache answered a session with another id or protocol version: refused");
       } else {
         if (version === TLS1_3_VERSION && !this.reuseTickets) {
+          if (this.claimTicket !== undefined) {
+            this.claim(cb, session);
+            return;
+          }
           // R22: a ticket resumes once; removed before the handshake goes on, so a replay racing it
           // cannot find it either.
           this.st.ticketsConsumed++;

@@ -8,6 +8,9 @@ import type { StoreValueError } from "./errors.js";
 import type { SealingSessionStore } from "./types.js";
 
 const TLS1_3 = 0x0304;
+/** Tickets taken during look-ups and not yet claimed; a bound so unclaimed ones cannot pile up. */
+const MAX_JUST_TAKEN = 1024;
+const idKey = (s: Session) => Buffer.from(s.id.buffer, s.id.byteOffset, s.id.byteLength).toString("latin1");
 
 export interface ExternalCacheOptions {
   /** Milliseconds a look-up may wait for the store before it is a miss. Default 50. */
@@ -39,6 +42,13 @@ export interface ExternalCache {
   onNewSession(session: Session): void;
   onRemoveSession(session: Session): void;
   getSession(id: Uint8Array, protocolVersion: number, context: Uint8Array): Promise<Session | undefined>;
+  /**
+   * Claims a single-use TLS 1.3 ticket for this process before it resumes (the server adapter's
+   * `claimTicket`): true when this process took it from the store during the look-up, or takes it
+   * now. False (another server used it, or the store cannot say) means a full handshake, so a
+   * ticket resumes once across the fleet even on the server that issued it and still holds a copy.
+   */
+  claim(session: Session): Promise<boolean>;
   stats(): ExternalCacheStats;
 }
 
@@ -54,6 +64,7 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     found: 0,
     timeouts: 0,
   };
+  const justTaken = new Set<string>();
   const onRejected = (err: StoreValueError) => {
     counters.rejected++;
     options.onRejected?.(err);
@@ -86,9 +97,20 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
         counters.timeouts++;
         return undefined;
       }
-      if (answer) counters.found++;
+      if (answer) {
+        counters.found++;
+        if (take) {
+          if (justTaken.size >= MAX_JUST_TAKEN) justTaken.delete(justTaken.values().next().value as string);
+          justTaken.add(idKey(answer));
+        }
+      }
       const found = answer;
       return found;
+    },
+    async claim(session) {
+      if (justTaken.delete(idKey(session))) return true;
+      const value = await store.take(serverStoreKey(session)).catch(() => undefined);
+      return value !== undefined;
     },
     stats: () => ({ ...counters }),
   };
