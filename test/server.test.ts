@@ -693,7 +693,11 @@ describe("claimTicket: a shared store decides whether a TLS 1.3 ticket may resum
     const [t1, t2] = (await client(s, "1.3")).sessions;
     assert.equal((await client(s, "1.3", t1)).reused, false, "refused claim: full handshake");
     assert.equal(s.handle.stats().ticketsRefused, 1);
-    assert.equal(s.cache.lookup(parseSession(t1).ticket!, 0x0304) !== undefined, true, "a refused ticket is kept");
+    assert.equal(
+      s.cache.lookup(parseSession(t1).ticket!, 0x0304) !== undefined,
+      true,
+      "a refused ticket is kept",
+    );
     verdict = "never";
     const t0 = performance.now();
     assert.equal((await client(s, "1.3", t1)).reused, false, "claim past the deadline: full handshake");
@@ -701,7 +705,11 @@ describe("claimTicket: a shared store decides whether a TLS 1.3 ticket may resum
     verdict = "yes";
     assert.equal((await client(s, "1.3", t2)).reused, true, "claim won: resumed");
     assert.equal(claimed.length, 3);
-    assert.equal(Buffer.compare(claimed[2].id, parseSession(t2).ticket!), 0, "the claim names the ticket offered");
+    assert.equal(
+      Buffer.compare(claimed[2].id, parseSession(t2).ticket!),
+      0,
+      "the claim names the ticket offered",
+    );
     assert.equal(s.handle.stats().ticketsRefused, 2);
   });
 });
