@@ -72,6 +72,10 @@ describe("externalCache: a store behind the engine's callbacks", () => {
     a.cache.updateCache(t, "server");
     assert.equal(await a.ext.claim(t), true, "the issuer wins a ticket nobody used");
     assert.equal(await b.cache.lookup(t.id, V13), undefined);
+    // The adapter removes a claimed ticket next: the store already lost it, so no delete is sent.
+    const removedBefore = a.ext.stats().removed;
+    a.cache.removeSession(t);
+    assert.equal(a.ext.stats().removed, removedBefore, "no redundant delete after a claim");
   });
 
   test("removing a session removes the shared copy", async () => {

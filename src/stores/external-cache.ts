@@ -65,6 +65,12 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     timeouts: 0,
   };
   const justTaken = new Set<string>();
+  // Tickets this process claimed: already gone from the store, so their removal sends no DEL.
+  const claimed = new Set<string>();
+  const remember = (set: Set<string>, k: string) => {
+    if (set.size >= MAX_JUST_TAKEN) set.delete(set.values().next().value as string);
+    set.add(k);
+  };
   const onRejected = (err: StoreValueError) => {
     counters.rejected++;
     options.onRejected?.(err);
@@ -78,6 +84,7 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     },
     onRemoveSession(session) {
       if (session.id.length === 0) return;
+      if (claimed.size > 0 && claimed.delete(idKey(session))) return;
       counters.removed++;
       void store.delete(serverStoreKey(session)).catch(() => undefined);
     },
@@ -100,17 +107,19 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
       if (answer) {
         counters.found++;
         if (take) {
-          if (justTaken.size >= MAX_JUST_TAKEN) justTaken.delete(justTaken.values().next().value as string);
-          justTaken.add(idKey(answer));
+          remember(justTaken, idKey(answer));
         }
       }
       const found = answer;
       return found;
     },
     async claim(session) {
-      if (justTaken.delete(idKey(session))) return true;
-      const value = await store.take(serverStoreKey(session)).catch(() => undefined);
-      return value !== undefined;
+      const k = idKey(session);
+      const won =
+        justTaken.delete(k) ||
+        (await store.take(serverStoreKey(session)).catch(() => undefined)) !== undefined;
+      if (won) remember(claimed, k);
+      return won;
     },
     stats: () => ({ ...counters }),
   };
