@@ -704,22 +704,9 @@ class ServerAdapter {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (!won) {
-        this.st.ticketsRefused++;
-        miss(cb);
-        return;
-      }
-      this.st.ticketsConsumed++;
-      try {
-        this.cache.removeSession(session);
-      } catch (err) {
-        this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
-      }
-      try {
-        cb(null, session.der);
-      } catch (err) {
-        this.log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
-      }
+      if (!won) this.st.ticketsRefused++;
+      else this.consumeTicket(session);
+      this.reply(cb, won ? session.der : null);
     };
     const timer = setTimeout(finish, this.lookupTimeout, false);
     try {
@@ -732,6 +719,24 @@ class ServerAdapter {
       else finish(r === true);
     } catch {
       finish(false);
+    }
+  }
+
+  /** R22: a ticket resumes once; removed before the handshake goes on, so a racing replay misses. */
+  private consumeTicket(session: Session): void {
+    this.st.ticketsConsumed++;
+    try {
+      this.cache.removeSession(session);
+    } catch (err) {
+      this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
+    }
+  }
+
+  private reply(cb: ResumeCallback, der: Uint8Array | null): void {
+    try {
+      cb(null, der);
+    } catch (err) {
+      this.log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
     }
   }
 
@@ -749,23 +754,12 @@ class ServerAdapter {
             this.claim(cb, session);
             return;
           }
-          // R22: a ticket resumes once; removed before the handshake goes on, so a replay racing it
-          // cannot find it either.
-          this.st.ticketsConsumed++;
-          try {
-            this.cache.removeSession(session);
-          } catch (err) {
-            this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
-          }
+          this.consumeTicket(session);
         }
         der = session.der;
       }
     }
-    try {
-      cb(null, der);
-    } catch (err) {
-      this.log.log("callback", () => `Node refused the resumeSession answer: ${(err as Error)?.message}`);
-    }
+    this.reply(cb, der);
   }
 }
 
