@@ -167,6 +167,7 @@ const COUNTERS = [
   "misses",
   "timeouts",
   "cacheFull",
+  "rejected",
 ];
 
 // Generous, but a wedged server must fail the test rather than hang the run.
@@ -190,7 +191,7 @@ describe("sesscache serve", TIMEOUT, () => {
     const page = await get(s.port, "/", s.ca);
     assert.equal(page.status, 200);
     assert.match(page.type ?? "", /^text\/html/);
-    assert.match(page.body, /hits/);
+    for (const k of COUNTERS) assert.match(page.body, new RegExp(`<th>${k}</th>`), k);
     assert.match(page.body, /full handshake|resumed/);
 
     assert.equal((await get(s.port, "/nope", s.ca)).status, 404);

@@ -4,6 +4,7 @@
 // startup line once all workers listen, and on SIGINT/SIGTERM stops them all and exits 0.
 import cluster, { type Worker } from "node:cluster";
 import { CliError } from "./errors.js";
+import { stopOnSignals } from "./signals.js";
 
 /** The message a serve worker sends its primary once it listens. */
 export const LISTENING_TAG = "sesscacheServeListening";
@@ -96,19 +97,6 @@ export async function runPrimary(options: PrimaryOptions): Promise<ListeningMess
     for (let i = 0; i < options.workers; i++) fork();
   });
 
-  let signalled = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (signalled) process.exit(1);
-    signalled = true;
-    options.log(`${signal}: shutting down ${workers.size} workers`);
-    void stopAll().then(() => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      process.exitCode = 0;
-      setTimeout(() => process.exit(0), 2000).unref();
-    });
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  stopOnSignals(stopAll, options.log, ` ${workers.size} workers`);
   return first;
 }

@@ -16,6 +16,7 @@ import { CliError, describeError } from "./errors.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { LISTENING_TAG, type ListeningMessage, runPrimary } from "./serve-workers.js";
+import { stopOnSignals } from "./signals.js";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
 
@@ -405,6 +406,7 @@ const COUNTERS = [
   "connect",
   "connectGood",
   "connectRenegotiate",
+  "rejected",
 ] as const;
 
 function page(
@@ -545,7 +547,7 @@ export function register(program: Command): void {
       if (handle.certGenerated) {
         log(`made a self-signed certificate for localhost: ${handle.certFile}`);
       }
-      stopOnSignals(handle, log);
+      stopOnSignals(() => handle.close(), log);
       // Tests and scripts read the port from this line: keep its shape.
       process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
     });
@@ -612,25 +614,4 @@ function stopWorkerOnSignals(handle: ServeHandle): void {
   process.on("SIGTERM", () => stop(false));
   process.on("SIGINT", () => {});
   process.on("disconnect", () => stop(true));
-}
-
-function stopOnSignals(handle: ServeHandle, log: (msg: string) => void): void {
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      // A second signal while closing: the user wants out now.
-      process.exit(1);
-    }
-    stopping = true;
-    log(`${signal}: shutting down`);
-    void handle.close().then(() => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      process.exitCode = 0;
-      // Normally nothing is left and the process ends at once; this only guards against a leak.
-      setTimeout(() => process.exit(0), 2000).unref();
-    });
-  };
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
 }
