@@ -6,7 +6,7 @@
 import { createHash, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import { SessionCache, type SessionCacheStats } from "../engine/index.js";
-import type { ClientSessionEntry, ClientSessionPersistence } from "../engine/store.js";
+import type { ClientSessionEntry, ClientSessionPersistence, SharedClientSessions } from "../engine/store.js";
 import { parseSession, type Session, SessionDecodeError, withTimes } from "../session/index.js";
 import { type ClientIdentity, clientIdentity, type IdentityOptions } from "./identity.js";
 
@@ -35,6 +35,13 @@ export interface ClientSessionCacheOptions {
   verifyResumedIdentity?: boolean;
   /** Where `load()` and `save()` read and write the sessions. */
   persistence?: ClientSessionPersistence;
+  /**
+   * A shared store the cache also reads and writes (`sharedClientSessions(store)`), so other
+   * processes resume the sessions this one is issued. TLS 1.3 tickets then live only in the store,
+   * each taken once by the whole fleet; TLS 1.2 sessions are kept here and shared. Only the async
+   * paths consult it: `prepareAsync`, `connectAsync`, the https.Agent and the undici connector.
+   */
+  shared?: SharedClientSessions;
 }
 
 /** A resumed connection whose certificate is not valid for the name asked for. */
@@ -56,6 +63,11 @@ export interface ClientConnectPlan<T extends IdentityOptions = IdentityOptions> 
   readonly session: Session | undefined;
   /** The caller's options, with `session` set when one is offered. */
   readonly options: T;
+}
+
+/** The 32-byte identity hash behind an identity key (base64url, see identity.ts). */
+function identityHash(key: string): Uint8Array {
+  return Buffer.from(key, "base64url");
 }
 
 function engineKey(s: Session): string {
@@ -130,6 +142,7 @@ export class ClientSessionCache {
   readonly #ticketsPerIdentity: number;
   readonly #verifyResumed: boolean;
   readonly #persistence: ClientSessionPersistence | undefined;
+  readonly #shared: SharedClientSessions | undefined;
   /** identity key → its sessions, oldest first. */
   readonly #byIdentity = new Map<string, Session[]>();
   /** engine key (version:id) → identity key. */
@@ -152,6 +165,7 @@ export class ClientSessionCache {
     this.#ticketsPerIdentity = options.ticketsPerIdentity ?? 4;
     this.#verifyResumed = options.verifyResumedIdentity !== false;
     this.#persistence = options.persistence;
+    this.#shared = options.shared;
     this.engine = new SessionCache({
       mode: "client",
       cacheSize: options.cacheSize ?? 1024,
@@ -176,6 +190,27 @@ export class ClientSessionCache {
     if (options.session) return { identity, session: undefined, options };
     const session = this.take(identity);
     if (!session) return { identity, session: undefined, options };
+    const der = Buffer.from(session.der.buffer, session.der.byteOffset, session.der.byteLength);
+    return { identity, session, options: { ...options, session: der } };
+  }
+
+  /** True when a shared store sits under this cache (the async paths then consult it). */
+  get sharesSessions(): boolean {
+    return this.#shared !== undefined;
+  }
+
+  /**
+   * `prepare()`, then the shared store when nothing is held here: a TLS 1.3 ticket taken from it
+   * (no other process gets it) or the identity's shared TLS 1.2 session, which is kept here for
+   * the next connection. Waits at most the store's look-up deadline; store trouble is a miss.
+   */
+  async prepareAsync<T extends IdentityOptions>(options: T): Promise<ClientConnectPlan<T>> {
+    const plan = this.prepare(options);
+    const { identity } = plan;
+    if (plan.session || options.session || !this.#shared || !identity.persistable) return plan;
+    let session = await this.#shared.fetch(identity.hash);
+    if (!session) return plan;
+    if (session.protocolVersion !== TLS1_3) session = this.#file(identity.key, session);
     const der = Buffer.from(session.der.buffer, session.der.byteOffset, session.der.byteLength);
     return { identity, session, options: { ...options, session: der } };
   }
@@ -218,6 +253,18 @@ export class ClientSessionCache {
     if (this.#clock() > s.expiresAt) return undefined;
 
     const key = typeof identity === "string" ? identity : identity.key;
+    const shared = this.#shared && (typeof identity === "string" || identity.persistable);
+    if (shared) {
+      this.#shared!.publish(identityHash(key), s);
+      // With a shared store a ticket lives there only: a copy here could be used twice.
+      if (s.protocolVersion === TLS1_3) return s;
+    }
+    if (typeof identity !== "string" && !identity.persistable) this.#local.add(key);
+    return this.#file(key, s);
+  }
+
+  /** Files a checked session under an identity key, applying R22 to the identity's list. */
+  #file(key: string, s: Session): Session {
     const k = engineKey(s);
     // The same session filed again (e.g. a resumed TLS 1.2 session read back): keep one entry.
     if (this.#owner.has(k)) this.#detach(s);
@@ -232,7 +279,6 @@ export class ClientSessionCache {
       this.#byIdentity.set(key, list);
     }
     list.push(stored);
-    if (typeof identity !== "string" && !identity.persistable) this.#local.add(key);
 
     if (stored.protocolVersion === TLS1_3) {
       // Keep the newest few tickets.
@@ -245,10 +291,20 @@ export class ClientSessionCache {
     return stored;
   }
 
-  /** Removes a session (R23: it failed). True if it was cached. */
-  remove(session: Session): boolean {
-    const had = this.#owner.has(engineKey(session));
+  /**
+   * Removes a session (R23: it failed), here and from the shared store when the identity is given.
+   * True if it was cached here.
+   */
+  remove(session: Session, identity?: ClientIdentity | string): boolean {
+    const k = engineKey(session);
+    const had = this.#owner.has(k);
+    const owner =
+      identity === undefined ? this.#owner.get(k) : typeof identity === "string" ? identity : identity.key;
+    // Checked before the drop: dropping an identity's last session forgets that it is local.
+    const local = (typeof identity === "object" && !identity.persistable) || this.#local.has(owner ?? "");
+    const shared = this.#shared !== undefined && owner !== undefined && !local;
     this.#drop(session);
+    if (shared) this.#shared!.remove(identityHash(owner!), session);
     return had;
   }
 
@@ -282,7 +338,7 @@ export class ClientSessionCache {
         const err = this.#checkResumed(socket, plan, current);
         if (err) {
           failed = true;
-          if (offered) this.#drop(offered);
+          if (offered) this.remove(offered, identity);
           if (options.rejectUnauthorized !== false) {
             socket.destroy(err);
             return;
@@ -328,8 +384,8 @@ export class ClientSessionCache {
       if (!hadError && !err && !tlsError) return;
       if (secured && !tlsError && !isTlsError(err)) return;
       failed = true;
-      if (offered) this.#drop(offered);
-      for (const s of received) this.#drop(s);
+      if (offered) this.remove(offered, identity);
+      for (const s of received) this.remove(s, identity);
     });
   }
 
@@ -371,13 +427,17 @@ export class ClientSessionCache {
     return n;
   }
 
-  /** Writes the current sessions to the persistence (saves are serialised, the last one wins). */
+  /**
+   * Writes the current sessions to the persistence (saves are serialised, the last one wins) and
+   * waits for the shared store's writes to settle: await it before a short-lived process exits.
+   */
   save(): Promise<void> {
     const p = this.#persistence;
-    if (!p) return Promise.resolve();
+    const shared = this.#shared?.settled() ?? Promise.resolve();
+    if (!p) return shared;
     const run = () => p.save(this.entries());
     this.#saving = this.#saving.then(run, run);
-    return this.#saving;
+    return Promise.all([this.#saving, shared]).then(() => undefined);
   }
 
   /** Drops every session (remove callback for each, R16). */

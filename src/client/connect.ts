@@ -21,3 +21,17 @@ export function connect(options: CachedConnectionOptions, secureConnectListener?
   cache.attach(socket, plan);
   return socket;
 }
+
+/**
+ * `connect()` that also consults the cache's shared store (`shared: sharedClientSessions(store)`)
+ * before connecting, waiting at most the store's look-up deadline. Resolves with the socket as
+ * soon as it is created (listen for 'secureConnect' as usual); rejects only if tls.connect throws.
+ */
+export async function connectAsync(options: CachedConnectionOptions): Promise<tls.TLSSocket> {
+  const { cache, ...rest } = options;
+  if (!cache) throw new TypeError("connectAsync: options.cache is required");
+  const plan = await cache.prepareAsync(rest);
+  const socket = tls.connect(plan.options);
+  cache.attach(socket, plan);
+  return socket;
+}

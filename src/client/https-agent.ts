@@ -27,12 +27,31 @@ export class CachedHttpsAgent extends https.Agent {
     this.#reuse = options.maxCachedSessions !== 0;
   }
 
+  // Node's Agent accepts a socket returned or one passed to the callback later (createSocket
+  // handles both); the later form is used only when a shared store must be asked first.
   override createConnection(
     options: https.RequestOptions,
-    _callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex {
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | undefined {
     const opts = options as IdentityOptions;
     if (!this.#reuse) return tls.connect(opts);
+    if (this.cache.sharesSessions && callback) {
+      this.cache.prepareAsync(opts).then(
+        (plan) => {
+          let socket: tls.TLSSocket;
+          try {
+            socket = tls.connect(plan.options);
+          } catch (err) {
+            callback(err as Error, undefined as unknown as Duplex);
+            return;
+          }
+          this.cache.attach(socket, plan);
+          callback(null, socket);
+        },
+        (err: Error) => callback(err, undefined as unknown as Duplex),
+      );
+      return undefined;
+    }
     const plan = this.cache.prepare(opts);
     const socket = tls.connect(plan.options);
     this.cache.attach(socket, plan);

@@ -5,7 +5,7 @@
 // types below mirror `buildConnector.Options` / `Callback` structurally.
 import net from "node:net";
 import tls from "node:tls";
-import { ClientSessionCache } from "./client-cache.js";
+import { type ClientConnectPlan, ClientSessionCache } from "./client-cache.js";
 import { servernameFromHost } from "./identity.js";
 
 /** What undici passes to a connector (buildConnector.Options). */
@@ -63,57 +63,78 @@ export function undiciConnector(options: UndiciConnectorOptions = {}): UndiciCon
   const alpn = allowH2 ? ["http/1.1", "h2"] : ["http/1.1"];
 
   return (opts, callback) => {
-    let socket: net.Socket | tls.TLSSocket;
     const https = opts.protocol === "https:";
-    if (https) {
-      const port = opts.port || 443;
-      const servername = opts.servername || tlsOptions.servername || servernameFromHost(opts.host);
-      const plan = cache.prepare({
-        ...tlsOptions,
-        servername,
-        localAddress: opts.localAddress ?? undefined,
-        ALPNProtocols: alpn,
-        socket: opts.httpSocket,
-        path: socketPath ?? undefined,
-        port: Number(port),
-        host: opts.hostname,
-      });
-      const tlsSocket = tls.connect(plan.options);
-      cache.attach(tlsSocket, plan);
-      socket = tlsSocket;
-    } else {
-      socket = net.connect({
-        ...(tlsOptions as net.TcpNetConnectOpts),
-        ...(socketPath ? { path: socketPath } : {}),
-        localAddress: opts.localAddress ?? undefined,
-        port: Number(opts.port || 80),
-        host: opts.hostname,
-      });
-    }
-    if (keepAlive !== false) socket.setKeepAlive(true, keepAliveInitialDelay ?? 60_000);
-    socket.setNoDelay(true);
-
+    let socket: net.Socket | tls.TLSSocket | undefined;
     let cb: UndiciConnectCallback | undefined = callback;
     let timer: NodeJS.Timeout | undefined;
-    if (connectTimeout > 0) {
-      timer = setTimeout(() => {
-        socket.destroy(connectTimeoutError(opts.hostname, opts.port, connectTimeout));
-      }, connectTimeout);
-      timer.unref();
-    }
     const done = (err: Error | null) => {
       if (timer) clearTimeout(timer);
       const f = cb;
       cb = undefined;
       if (!f) return;
-      if (err) f(err, null);
+      if (err || !socket) f(err ?? new Error("no socket"), null);
       else f(null, socket);
     };
-    socket.once(https ? "secureConnect" : "connect", () => {
-      // The cache's own secureConnect check runs first and may have destroyed the socket.
-      if (!socket.destroyed) done(null);
-    });
-    socket.on("error", (err) => done(err));
-    socket.once("close", () => done(new Error("socket closed before the connection was established")));
+    // The connect timeout covers the shared store's look-up too.
+    if (connectTimeout > 0) {
+      timer = setTimeout(() => {
+        const err = connectTimeoutError(opts.hostname, opts.port, connectTimeout);
+        if (socket) socket.destroy(err);
+        else done(err);
+      }, connectTimeout);
+      timer.unref();
+    }
+    const wire = (s: net.Socket | tls.TLSSocket) => {
+      socket = s;
+      if (!cb) {
+        s.destroy(); // timed out while the store was asked
+        return;
+      }
+      if (keepAlive !== false) s.setKeepAlive(true, keepAliveInitialDelay ?? 60_000);
+      s.setNoDelay(true);
+      s.once(https ? "secureConnect" : "connect", () => {
+        // The cache's own secureConnect check runs first and may have destroyed the socket.
+        if (!s.destroyed) done(null);
+      });
+      s.on("error", (err) => done(err));
+      s.once("close", () => done(new Error("socket closed before the connection was established")));
+    };
+    if (!https) {
+      wire(
+        net.connect({
+          ...(tlsOptions as net.TcpNetConnectOpts),
+          ...(socketPath ? { path: socketPath } : {}),
+          localAddress: opts.localAddress ?? undefined,
+          port: Number(opts.port || 80),
+          host: opts.hostname,
+        }),
+      );
+      return;
+    }
+    const port = opts.port || 443;
+    const servername = opts.servername || tlsOptions.servername || servernameFromHost(opts.host);
+    const connectOptions = {
+      ...tlsOptions,
+      servername,
+      localAddress: opts.localAddress ?? undefined,
+      ALPNProtocols: alpn,
+      socket: opts.httpSocket,
+      path: socketPath ?? undefined,
+      port: Number(port),
+      host: opts.hostname,
+    };
+    const open = (plan: ClientConnectPlan) => {
+      let tlsSocket: tls.TLSSocket;
+      try {
+        tlsSocket = tls.connect(plan.options);
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      cache.attach(tlsSocket, plan);
+      wire(tlsSocket);
+    };
+    if (cache.sharesSessions) cache.prepareAsync(connectOptions).then(open, (err: Error) => done(err));
+    else open(cache.prepare(connectOptions));
   };
 }

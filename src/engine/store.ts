@@ -1,6 +1,7 @@
 // The store contract: a shared place for sessions outside this process (node:cluster primary,
 // Redis, a file). Stores enter the engine only through its external-cache callbacks (R6, R14, R16);
 // the engine never awaits a store except in lookup's external step.
+import type { Session } from "../session/types.js";
 
 /** What a stored session is filed under. Stores turn it into their own key format. */
 export interface StoreKey {
@@ -44,4 +45,24 @@ export interface ClientSessionPersistence {
   load(): Promise<ClientSessionEntry[]>;
   /** Replaces what is stored with `entries`. */
   save(entries: readonly ClientSessionEntry[]): Promise<void>;
+}
+
+/**
+ * The client cache's view of a shared store (`sharedClientSessions(store)` in src/stores builds one
+ * on any SealingSessionStore), so short-lived client processes resume each other's sessions. The
+ * identity is `ClientIdentity.hash` (32 bytes). Nothing here rejects or throws for store trouble:
+ * a store that is down, slow or returns garbage is a miss.
+ */
+export interface SharedClientSessions {
+  /**
+   * A session to offer the identity, bounded by the look-up deadline: a TLS 1.3 ticket is taken
+   * (atomically: no other process gets it), an older session is read and stays shared.
+   */
+  fetch(identity: Uint8Array): Promise<Session | undefined>;
+  /** Shares a session the identity was issued (in the background). */
+  publish(identity: Uint8Array, session: Session): void;
+  /** Withdraws a session that failed (R23), in the background. */
+  remove(identity: Uint8Array, session: Session): void;
+  /** Resolves when every write issued so far has settled (await it before a process exits). */
+  settled(): Promise<void>;
 }

@@ -10,6 +10,8 @@ import { StoreValueError } from "./errors.js";
 import { checkStoreKey, type Sealer } from "./sealing.js";
 import type { SealingSessionStore, StoreCallOptions } from "./types.js";
 
+const TLS1_3 = 0x0304;
+
 export interface OpenOptions {
   /**
    * Epoch seconds: also refuse a session expired at this time (R5: expired when now > expiresAt).
@@ -49,8 +51,19 @@ export function openStoredSession(
   return session;
 }
 
-/** Throws a StoreValueError unless `session` is the one `key` names. */
+/**
+ * Throws a StoreValueError unless `session` is the one `key` names. A client key's id is a slot
+ * number (src/stores/client-sessions.ts), not the session's id: there the key says only whether it
+ * holds a TLS 1.3 ticket or an older, reusable session, and the identity is bound by the sealing.
+ */
 export function checkSessionMatches(key: StoreKey, session: Session): void {
+  if (key.namespace === "client") {
+    if ((session.protocolVersion === TLS1_3) !== (key.protocolVersion === TLS1_3)) {
+      throw new StoreValueError("version-mismatch", "protocol version differs from the key's");
+    }
+    if (session.id.length === 0) throw new StoreValueError("id-mismatch", "client session without an id");
+    return;
+  }
   if (!sameBytes(session.id, key.id))
     throw new StoreValueError("id-mismatch", "session id differs from the key's");
   if (session.protocolVersion !== key.protocolVersion) {

@@ -17,6 +17,12 @@ export {
   serverStoreKey,
 } from "./checked.js";
 export {
+  type SharedClientSessionsHandle,
+  type SharedClientSessionsOptions,
+  type SharedClientSessionsStats,
+  sharedClientSessions,
+} from "./client-sessions.js";
+export {
   CLUSTER_MESSAGE_TAG,
   ClusterStore,
   type ClusterStoreOptions,

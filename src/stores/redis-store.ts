@@ -40,7 +40,12 @@ export interface RedisStoreOptions extends SealerOptions {
   maxBackoffMs?: number;
   /** A silent socket with commands pending is dropped after this many ms. Default 5000. */
   socketTimeoutMs?: number;
-  /** TLS options (CA, client certificate, servername) for rediss:// URLs or TLS cluster seeds. */
+  /**
+   * TLS options (CA, client certificate and key, servername) for a rediss:// URL, or for every node
+   * of a cluster with rediss:// seeds (the seeds and the nodes found through them). Given with a
+   * redis:// URL or seeds, they turn TLS on. A `ca` replaces Node's default roots for these
+   * connections (NODE_EXTRA_CA_CERTS included).
+   */
   tls?: ConnectionOptions;
   /** Passed to ioredis for each connection (after sesscache's own, so they win). */
   redisOptions?: RedisOptions;
@@ -187,11 +192,16 @@ export class RedisStore implements SealingSessionStore {
     this.client.on("error", (err: unknown) => this.#report("connection", err));
   }
 
-  /** The Redis key a session is filed under. The hash tag is the id: sessions spread over slots. */
+  /**
+   * The Redis key a session is filed under. Server sessions: the hash tag is the id, so sessions
+   * spread over slots. Client sessions: the ids are a handful of slot numbers per identity, so the
+   * hash tag is the identity (every identity's slots on one shard, identities spread over shards).
+   */
   redisKey(key: StoreKey): string {
     checkStoreKey(key);
     const pv = key.protocolVersion.toString(16).padStart(4, "0");
-    return `${this.prefix}${key.namespace}:${pv}:${hex(key.context)}:{${hex(key.id)}}`;
+    if (key.namespace === "client") return `${this.prefix}client:${pv}:{${hex(key.context)}}:${hex(key.id)}`;
+    return `${this.prefix}server:${pv}:${hex(key.context)}:{${hex(key.id)}}`;
   }
 
   /** Resolves when the client is connected (or rejects after `timeoutMs`, default 10 s). */
