@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +19,7 @@ import {
   type RedisCluster,
   type RedisServer,
   redisSkipReason,
+  redisTlsSkipReason,
   startRedis,
   startRedisCluster,
 } from "./support/redis.js";
@@ -241,6 +242,7 @@ async function sTimeReuse(
 
 const TIMEOUT = { timeout: 180_000 };
 const skipRedis = redisSkipReason();
+const skipRedisTls = redisTlsSkipReason();
 
 describe("serve --store: flags", TIMEOUT, () => {
   test("a Redis store without --store-key or --store-plaintext: exit 2, one line", async () => {
@@ -268,6 +270,63 @@ describe("serve --store: flags", TIMEOUT, () => {
       assert.equal(code, 2, `${args.join(" ")}: ${s.stderr()}`);
       assert.equal(s.stderr().trim().split("\n").length, 1, s.stderr());
       assert.match(s.stderr(), re);
+    }
+  });
+
+  test("--store-tls-*: without a rediss store, missing or non-PEM files, a key that does not fit: exit 2, one line", async () => {
+    const pki = testPki();
+    const key = generateSealKey();
+    const notPem = join(tmp, "not-pem.txt");
+    writeFileSync(notPem, "just text\n");
+    const missing = join(tmp, "missing.pem");
+    const rediss = ["--store", "rediss://127.0.0.1:1", "--store-key", key];
+    for (const [args, re] of [
+      [
+        ["--store-tls-ca", pki.caFile],
+        /^sesscache: --store-tls-ca needs a TLS Redis store: --store rediss:\/\//,
+      ],
+      [["--store", "memory", "--store-tls-ca", pki.caFile], /--store-tls-ca needs a TLS Redis store/],
+      [["--workers", "2", "--store-tls-ca", pki.caFile], /--store-tls-ca needs a TLS Redis store/],
+      [
+        ["--store", "redis://127.0.0.1:1", "--store-key", key, "--store-tls-ca", pki.caFile],
+        /--store-tls-ca needs TLS to Redis: --store rediss:\/\/\.\.\. rather than redis:\/\//,
+      ],
+      [
+        ["--store", "redis-cluster://127.0.0.1:1", "--store-key", key, "--store-tls-cert", pki.certFile],
+        /--store-tls-cert needs TLS to Redis: --store rediss-cluster:\/\//,
+      ],
+      [
+        [...rediss, "--store-tls-ca", missing],
+        /cannot read --store-tls-ca file .*missing\.pem: no such file/,
+      ],
+      [[...rediss, "--store-tls-ca", notPem], /--store-tls-ca file .*not-pem\.txt is not PEM/],
+      [
+        [...rediss, "--store-tls-cert", pki.certFile],
+        /--store-tls-cert and --store-tls-key must be given together/,
+      ],
+      [
+        [...rediss, "--store-tls-key", pki.keyFile],
+        /--store-tls-cert and --store-tls-key must be given together/,
+      ],
+      [
+        [...rediss, "--store-tls-cert", notPem, "--store-tls-key", pki.keyFile],
+        /--store-tls-cert file .*not-pem\.txt is not PEM/,
+      ],
+      [
+        [...rediss, "--store-tls-cert", pki.certFile, "--store-tls-key", pki.certFile],
+        /--store-tls-key file .* is not a PEM private key/,
+      ],
+      [
+        [...rediss, "--store-tls-cert", pki.certFile, "--store-tls-key", join(pki.dir, "ca.key")],
+        /--store-tls-key .*ca\.key does not fit --store-tls-cert .*leaf\.pem/,
+      ],
+    ] as const) {
+      const s = spawnServe([...args], { SESSCACHE_STORE_KEYS: "" });
+      const [code] = await s.exited;
+      assert.equal(code, 2, `${args.join(" ")}: ${s.stderr()}`);
+      assert.equal(s.stderr().trim().split("\n").length, 1, s.stderr());
+      assert.match(s.stderr(), re);
+      assert.equal(s.stdout(), "");
     }
   });
 
@@ -427,7 +486,7 @@ describe("serve --store redis://", { ...TIMEOUT, skip: skipRedis }, () => {
     assert.ok(st.rejected >= 2, `cache rejected: ${st.rejected}`);
   });
 
-  test("rediss:// (TLS to Redis, CA from NODE_EXTRA_CA_CERTS)", async (t) => {
+  test("rediss:// (TLS to Redis, CA from NODE_EXTRA_CA_CERTS)", { skip: skipRedisTls }, async (t) => {
     const secure = await startRedis({
       tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile },
     });
@@ -539,6 +598,191 @@ describe("serve --store redis://", { ...TIMEOUT, skip: skipRedis }, () => {
     assert.equal(tries, true);
     const st = (await getStats(b.port, pki.caCert)) as { store: { errors: number } };
     assert.ok(st.store.errors >= 1, "the outage was counted");
+    assert.equal((await a.stop()).code, 0, a.stderr());
+    assert.equal((await b.stop()).code, 0, b.stderr());
+  });
+});
+
+describe("serve --store rediss:// with --store-tls-ca, --store-tls-cert, --store-tls-key", {
+  ...TIMEOUT,
+  skip: skipRedisTls,
+}, () => {
+  let secure: RedisServer;
+  let mutual: RedisServer;
+  let pki: TestPki;
+  const key = generateSealKey();
+  // Trust comes from the flags alone: nothing inherited from the test's environment.
+  const noExtraCa = { NODE_EXTRA_CA_CERTS: undefined };
+  const tlsServe = (url: string, ctx: string, extra: string[] = []) =>
+    serve(
+      [
+        "--cert",
+        pki.certFile,
+        "--key",
+        pki.keyFile,
+        "--session-id-context",
+        ctx,
+        "--store",
+        url,
+        "--store-key",
+        key,
+        ...extra,
+      ],
+      noExtraCa,
+    );
+
+  before(async () => {
+    pki = testPki();
+    const files = { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile };
+    secure = await startRedis({ tls: files });
+    mutual = await startRedis({ tls: { ...files, authClients: true } });
+  });
+  after(async () => {
+    await secure?.stop();
+    await mutual?.stop();
+  });
+
+  test("--store-tls-ca: two servers share a TLS 1.2 session through rediss://", async (t) => {
+    const a = await tlsServe(secure.tlsUrl!, "fleet-tls-ca", ["--store-tls-ca", pki.caFile]);
+    t.after(() => a.stop());
+    const b = await tlsServe(secure.tlsUrl!, "fleet-tls-ca", ["--store-tls-ca", pki.caFile]);
+    t.after(() => b.stop());
+    const first = await tls12(a.port, pki.caCert);
+    assert.equal(first.resumed, false);
+    // The session reaches Redis in the background: B may look before it lands, never after.
+    await bounded("resumption on B of a session made on A", 10_000, async () =>
+      (await tls12(b.port, pki.caCert, first.session)).resumed ? true : undefined,
+    );
+    const back = await tls12(b.port, pki.caCert);
+    await bounded("resumption on A of a session made on B", 10_000, async () =>
+      (await tls12(a.port, pki.caCert, back.session)).resumed ? true : undefined,
+    );
+    const st = (await getStats(b.port, pki.caCert)) as {
+      store: { kind: string; target: string; errors: number; external: { found: number } };
+    };
+    assert.equal(st.store.kind, "redis");
+    assert.equal(st.store.target, secure.tlsUrl);
+    assert.equal(st.store.errors, 0);
+    assert.ok(st.store.external.found >= 1);
+    assert.doesNotMatch(a.stderr() + b.stderr(), /store:/, "no connection errors");
+    assert.equal((await a.stop()).code, 0, a.stderr());
+    assert.equal((await b.stop()).code, 0, b.stderr());
+  });
+
+  test("without --store-tls-ca the store connection fails: handshakes still succeed, as full ones", async (t) => {
+    const a = await tlsServe(secure.tlsUrl!, "fleet-tls-none");
+    t.after(() => a.stop());
+    const b = await tlsServe(secure.tlsUrl!, "fleet-tls-none");
+    t.after(() => b.stop());
+    for (let i = 0; i < 3; i++) {
+      const first = await tls12(a.port, pki.caCert);
+      assert.equal(first.resumed, false);
+      assert.equal((await tls12(b.port, pki.caCert, first.session)).resumed, false, "nothing is shared");
+      // Each server still resumes its own sessions from memory.
+      assert.equal((await tls12(a.port, pki.caCert, first.session)).resumed, true);
+    }
+    for (const s of [a, b]) {
+      assert.match(s.stderr(), /sesscache serve: store: connection: .*certificate/, s.stderr());
+      assert.match(s.stderr(), /Redis not reachable yet/, s.stderr());
+    }
+    const st = (await getStats(b.port, pki.caCert)) as { store: { external: { found: number } } };
+    assert.equal(st.store.external.found, 0);
+  });
+
+  test("mutual TLS: --store-tls-cert/--store-tls-key reach every --workers worker; without them Redis refuses", async (t) => {
+    const flags = [
+      "--store-tls-ca",
+      pki.caFile,
+      "--store-tls-cert",
+      pki.certFile,
+      "--store-tls-key",
+      pki.keyFile,
+    ];
+    const w = await tlsServe(mutual.tlsUrl!, "fleet-mtls", [...flags, "--workers", "2"]);
+    t.after(() => w.stop());
+    const single = await tlsServe(mutual.tlsUrl!, "fleet-mtls", flags);
+    t.after(() => single.stop());
+    // Several sessions each way, so both workers look up and write through their own connection.
+    const workersSeen = new Set<number>();
+    for (let i = 0; i < 6; i++) {
+      const made = await tls12(w.port, pki.caCert);
+      await bounded(`session ${i} from the workers resumes on the single server`, 10_000, async () =>
+        (await tls12(single.port, pki.caCert, made.session)).resumed ? true : undefined,
+      );
+      const back = await tls12(single.port, pki.caCert);
+      await bounded(`session ${i} from the single server resumes on the workers`, 10_000, async () =>
+        (await tls12(w.port, pki.caCert, back.session)).resumed ? true : undefined,
+      );
+    }
+    // Round robin hands /stats to each worker in turn: both connected, neither saw an error.
+    await bounded("/stats from both workers", 10_000, async () => {
+      const st = (await getStats(w.port, pki.caCert)) as { worker: number; store: { errors: number } };
+      assert.equal(st.store.errors, 0, `worker ${st.worker}`);
+      workersSeen.add(st.worker);
+      return workersSeen.size === 2 ? true : undefined;
+    });
+    assert.doesNotMatch(w.stderr() + single.stderr(), /store:/, "no connection errors");
+    assert.equal((await w.stop()).code, 0, w.stderr());
+
+    // The CA alone is not enough for a Redis that asks for a client certificate.
+    const anonymous = await tlsServe(mutual.tlsUrl!, "fleet-mtls", ["--store-tls-ca", pki.caFile]);
+    t.after(() => anonymous.stop());
+    const made = await tls12(single.port, pki.caCert);
+    await bounded("the session reaches Redis", 10_000, async () =>
+      (await tls12(single.port, pki.caCert, made.session)).resumed ? true : undefined,
+    );
+    assert.equal((await tls12(anonymous.port, pki.caCert, made.session)).resumed, false);
+    assert.match(anonymous.stderr(), /sesscache serve: store: /, anonymous.stderr());
+  });
+});
+
+describe("serve --store rediss-cluster:// with --store-tls-ca", { ...TIMEOUT, skip: skipRedisTls }, () => {
+  let cluster: RedisCluster;
+  let pki: TestPki;
+  before(async () => {
+    pki = testPki();
+    cluster = await startRedisCluster(3, 30_000, {
+      certFile: pki.certFile,
+      keyFile: pki.keyFile,
+      caFile: pki.caFile,
+    });
+  });
+  after(() => cluster?.stop());
+
+  test("two servers share TLS 1.2 sessions through a 3-node Redis Cluster over TLS", async (t) => {
+    const args = [
+      "--cert",
+      pki.certFile,
+      "--key",
+      pki.keyFile,
+      "--session-id-context",
+      "fleet-rcs",
+      // One seed: the other nodes are found through it and reached with the same TLS options.
+      "--store",
+      `rediss-cluster://${cluster.tlsSeeds![0]}`,
+      "--store-key",
+      generateSealKey(),
+      "--store-tls-ca",
+      pki.caFile,
+    ];
+    const a = await serve(args, { NODE_EXTRA_CA_CERTS: undefined });
+    t.after(() => a.stop());
+    const b = await serve(args, { NODE_EXTRA_CA_CERTS: undefined });
+    t.after(() => b.stop());
+    for (let i = 0; i < 6; i++) {
+      const first = await tls12(a.port, pki.caCert);
+      assert.equal(first.resumed, false);
+      await bounded(`session ${i} resumes on B`, 10_000, async () =>
+        (await tls12(b.port, pki.caCert, first.session)).resumed ? true : undefined,
+      );
+    }
+    // The sessions are spread over the nodes: every node was written to over TLS.
+    const sizes = await Promise.all(cluster.nodes.map(async (n) => Number((await n.cli("dbsize")).trim())));
+    assert.ok(sizes.filter((n) => n > 0).length >= 2, `sessions on more than one node: ${sizes.join(",")}`);
+    const st = (await getStats(b.port, pki.caCert)) as { store: { kind: string; errors: number } };
+    assert.equal(st.store.kind, "redis-cluster");
+    assert.equal(st.store.errors, 0);
+    assert.doesNotMatch(a.stderr() + b.stderr(), /store:/, "no connection errors");
     assert.equal((await a.stop()).code, 0, a.stderr());
     assert.equal((await b.stop()).code, 0, b.stderr());
   });

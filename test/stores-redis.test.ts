@@ -10,12 +10,14 @@ import {
   type RedisCluster,
   type RedisServer,
   redisSkipReason,
+  redisTlsSkipReason,
   startRedis,
   startRedisCluster,
 } from "./support/redis.js";
 import { buildSessionDer, newId } from "./support/session-der.js";
 
 const skip = redisSkipReason();
+const skipTls = redisTlsSkipReason();
 const now = () => Math.floor(Date.now() / 1000);
 const CTX = new TextEncoder().encode("svc-a");
 const masterKey = randomBytes(32);
@@ -225,7 +227,7 @@ describe("RedisStore, single node", { skip, timeout: 120_000 }, () => {
   });
 });
 
-describe("RedisStore over TLS (rediss://)", { skip, timeout: 60_000 }, () => {
+describe("RedisStore over TLS (rediss://)", { skip: skipTls, timeout: 60_000 }, () => {
   let redis: RedisServer;
   before(async () => {
     const pki = testPki();
@@ -252,6 +254,92 @@ describe("RedisStore over TLS (rediss://)", { skip, timeout: 60_000 }, () => {
       errors.map((e) => e.message).join("; "),
     );
     await untrusted.close();
+  });
+
+  test("mutual TLS: the client certificate and key in `tls` are presented; without them Redis refuses", async (t) => {
+    const pki = testPki();
+    const mutual = await startRedis({
+      tls: { certFile: pki.certFile, keyFile: pki.keyFile, caFile: pki.caFile, authClients: true },
+    });
+    t.after(() => mutual.stop());
+    // The test leaf (no extended key usage) serves as the client certificate too.
+    const store = new RedisStore({
+      url: mutual.tlsUrl!,
+      ...sealing,
+      tls: { ca: pki.caCert, cert: pki.cert, key: pki.key },
+    });
+    await store.ready(5000);
+    const { der, key, session: s } = session();
+    await store.set(key, store.sealer.seal(key, der), s.expiresAt);
+    assert.ok(await store.get(key));
+    assert.equal(store.stats().errors, 0);
+    await store.close();
+
+    const errors: Error[] = [];
+    const anonymous = new RedisStore({
+      url: mutual.tlsUrl!,
+      ...sealing,
+      tls: { ca: pki.caCert },
+      onError: (e) => errors.push(e),
+    });
+    t.after(() => anonymous.close());
+    await assert.rejects(anonymous.ready(1500));
+    assert.equal(await anonymous.get(key), undefined);
+    assert.ok(errors.length > 0, "the refused connection is reported");
+  });
+});
+
+describe("RedisStore over TLS, 3-node Redis Cluster (rediss:// seeds)", {
+  skip: skipTls,
+  timeout: 180_000,
+}, () => {
+  let rc: RedisCluster;
+  before(async () => {
+    const pki = testPki();
+    rc = await startRedisCluster(3, 30_000, {
+      certFile: pki.certFile,
+      keyFile: pki.keyFile,
+      caFile: pki.caFile,
+    });
+  });
+  after(async () => {
+    await rc?.stop();
+  });
+
+  test("the `tls` options reach every node: seeds and the nodes found through CLUSTER SLOTS", async () => {
+    const pki = testPki();
+    // One seed only: the other two nodes are reached through the slot map, with the same options.
+    const store = new RedisStore({
+      cluster: [`rediss://${rc.tlsSeeds![0]!}`],
+      ...sealing,
+      tls: { ca: pki.caCert },
+    });
+    await store.ready(20_000);
+    const items = Array.from({ length: 30 }, () => session());
+    await Promise.all(
+      items.map((i) => store.set(i.key, store.sealer.seal(i.key, i.der), i.session.expiresAt)),
+    );
+    const sizes = await Promise.all(rc.nodes.map(async (n) => Number((await n.cli("dbsize")).trim())));
+    assert.equal(
+      sizes.reduce((a, b) => a + b, 0),
+      30,
+    );
+    for (const size of sizes) assert.ok(size > 0, `node sizes ${sizes.join(",")}`);
+    for (const i of items) assert.ok(await store.get(i.key), "missing in the TLS cluster");
+    assert.equal(store.stats().errors, 0);
+    await store.close();
+
+    // Without the CA no node is trusted: nothing connects, nothing throws.
+    const errors: Error[] = [];
+    const untrusted = new RedisStore({
+      cluster: rc.tlsSeeds!.map((s) => `rediss://${s}`),
+      ...sealing,
+      onError: (e) => errors.push(e),
+    });
+    await assert.rejects(untrusted.ready(1500));
+    assert.equal(await untrusted.get(items[0]!.key), undefined);
+    await untrusted.close();
+    assert.ok(errors.length > 0, "the refused connections are reported");
   });
 });
 

@@ -1,7 +1,12 @@
 // `sesscache serve --store ...`: which shared store the server's cache sits on, and how its values
 // are sealed. Parsed and checked before anything starts (and before workers are forked), so a bad
-// flag is one line and exit 2, once.
-import { CliError } from "./errors.js";
+// flag is one line and exit 2, once. The --store-tls-* files are read here, once: with --workers
+// the primary hands the parsed config to its workers (serve-workers.ts), nothing is read again.
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { createSecureContext } from "node:tls";
+import { CliError, describeError } from "./errors.js";
 
 export type StoreKind = "memory" | "cluster" | "redis" | "redis-cluster";
 
@@ -13,12 +18,27 @@ export interface StoreConfig {
   /** Sealing keys (base64), the first seals; empty with plaintext. */
   keys: string[];
   plaintext: boolean;
+  /** TLS for rediss:// and rediss-cluster:// (PEM text, read from the --store-tls-* files). */
+  tls?: StoreTls;
+}
+
+/** PEM text for the store's TLS connections; JSON-safe, so it can travel to workers over IPC. */
+export interface StoreTls {
+  /** CAs trusted for the Redis server's certificate, instead of Node's default roots. */
+  ca?: string;
+  /** Client certificate chain and its key, for Redis with `tls-auth-clients yes`. */
+  cert?: string;
+  key?: string;
 }
 
 export interface StoreFlags {
   store?: string;
   storeKey?: readonly string[];
   storePlaintext?: boolean;
+  /** Files (PEM): CA bundle, client certificate chain, client key. Need a rediss:// store. */
+  storeTlsCa?: string;
+  storeTlsCert?: string;
+  storeTlsKey?: string;
   /** Set by --workers N with N > 1: no --store then means the cluster store. */
   clustered?: boolean;
 }
@@ -42,9 +62,11 @@ export function parseStoreConfig(
   const keys = storeKeysFrom(flags.storeKey, env);
   const plaintext = flags.storePlaintext === true;
   const spec = flags.store?.trim() ?? (flags.clustered ? "cluster" : undefined);
+  const tlsFlag = TLS_FLAGS.find(([field]) => flags[field] !== undefined)?.[1];
   if (spec === undefined) {
     if (flags.storeKey && flags.storeKey.length > 0) throw new CliError("--store-key needs --store");
     if (plaintext) throw new CliError("--store-plaintext needs --store");
+    if (tlsFlag) throw new CliError(`${tlsFlag} needs ${TLS_STORES}`);
     return undefined;
   }
   if (plaintext && keys.length > 0) {
@@ -95,7 +117,96 @@ export function parseStoreConfig(
         "or --store-plaintext to store sessions unencrypted on purpose",
     );
   }
+  if (tlsFlag) {
+    if (!(lower.startsWith("rediss://") || lower.startsWith("rediss-cluster://"))) {
+      const plain = lower.startsWith("redis://")
+        ? "redis://"
+        : lower.startsWith("redis-cluster://")
+          ? "redis-cluster://"
+          : undefined;
+      throw new CliError(
+        plain
+          ? `${tlsFlag} needs TLS to Redis: --store ${plain.replace("redis", "rediss")}... rather than ${plain}...`
+          : `${tlsFlag} needs ${TLS_STORES}`,
+      );
+    }
+    config.tls = readStoreTls(flags);
+  }
   return config;
+}
+
+const TLS_FLAGS = [
+  ["storeTlsCa", "--store-tls-ca"],
+  ["storeTlsCert", "--store-tls-cert"],
+  ["storeTlsKey", "--store-tls-key"],
+] as const;
+const TLS_STORES = "a TLS Redis store: --store rediss://HOST:PORT or rediss-cluster://HOST:PORT,...";
+
+/** Reads and checks the --store-tls-* files: PEM, parseable, and a client key that fits its certificate. */
+function readStoreTls(flags: StoreFlags): StoreTls {
+  if ((flags.storeTlsCert === undefined) !== (flags.storeTlsKey === undefined)) {
+    throw new CliError("--store-tls-cert and --store-tls-key must be given together");
+  }
+  const tls: StoreTls = {};
+  if (flags.storeTlsCa !== undefined) {
+    const file = resolve(flags.storeTlsCa);
+    tls.ca = readCertificates(file, "--store-tls-ca");
+  }
+  if (flags.storeTlsCert !== undefined && flags.storeTlsKey !== undefined) {
+    const certFile = resolve(flags.storeTlsCert);
+    const keyFile = resolve(flags.storeTlsKey);
+    tls.cert = readCertificates(certFile, "--store-tls-cert");
+    const key = readText(keyFile, "--store-tls-key");
+    if (!/-----BEGIN (?:[A-Z0-9]+ )?PRIVATE KEY-----/.test(key)) {
+      throw new CliError(`--store-tls-key file ${keyFile} is not a PEM private key`);
+    }
+    if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(key)) {
+      // There is no passphrase to give: a serve that may restart unattended takes a plain key.
+      throw new CliError(`--store-tls-key file ${keyFile} is encrypted: give an unencrypted key`);
+    }
+    try {
+      createPrivateKey(key);
+    } catch (err) {
+      throw new CliError(
+        `--store-tls-key file ${keyFile} is not a usable private key: ${describeError(err)}`,
+      );
+    }
+    try {
+      createSecureContext({ cert: tls.cert, key });
+    } catch (err) {
+      throw new CliError(
+        `--store-tls-key ${keyFile} does not fit --store-tls-cert ${certFile}: ${describeError(err)}`,
+      );
+    }
+    tls.key = key;
+  }
+  return tls;
+}
+
+function readText(file: string, flag: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CliError(`cannot read ${flag} file ${file}: ${describeError(err)}`, { cause: err });
+  }
+}
+
+/** A PEM file of one or more certificates, each of which must parse. */
+function readCertificates(file: string, flag: string): string {
+  const text = readText(file, flag);
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) {
+    throw new CliError(`${flag} file ${file} is not PEM (no -----BEGIN CERTIFICATE----- block)`);
+  }
+  blocks.forEach((block, i) => {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      const which = blocks.length > 1 ? ` (certificate #${i + 1})` : "";
+      throw new CliError(`${flag} file ${file} holds an invalid certificate${which}: ${describeError(err)}`);
+    }
+  });
+  return text;
 }
 
 function checkUrl(url: string, what: string): void {

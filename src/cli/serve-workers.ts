@@ -2,6 +2,9 @@
 // `serve` (they share the listening socket; with port 0 the first listen picks the port and every
 // worker gets the same one), holds the cluster store's map when the workers use it, prints the
 // startup line once all workers listen, and on SIGINT/SIGTERM stops them all and exits 0.
+// Workers parse the same command line, but settings that must be identical everywhere and read
+// only once (the store's config with its --store-tls-* PEM text) they ask of the primary over IPC
+// (workerSettings), not through argv or the environment.
 import cluster, { type Worker } from "node:cluster";
 import { CliError } from "./errors.js";
 import { stopOnSignals } from "./signals.js";
@@ -21,10 +24,58 @@ export function isListeningMessage(m: unknown): m is ListeningMessage {
   return typeof m === "object" && m !== null && (m as Record<string, unknown>)[LISTENING_TAG] === true;
 }
 
+/** A worker's request for the primary's settings, and the reply (`settings` null for none). */
+export const SETTINGS_TAG = "sesscacheServeSettings";
+
+interface SettingsReply {
+  [SETTINGS_TAG]: "reply";
+  settings: unknown;
+}
+
+function isSettingsRequest(m: unknown): boolean {
+  return typeof m === "object" && m !== null && (m as Record<string, unknown>)[SETTINGS_TAG] === "request";
+}
+
+function isSettingsReply(m: unknown): m is SettingsReply {
+  return typeof m === "object" && m !== null && (m as Record<string, unknown>)[SETTINGS_TAG] === "reply";
+}
+
+/**
+ * In a worker: the settings its primary was started with (PrimaryOptions.settings), asked for over
+ * the IPC channel. Rejects with a CliError when no primary answers within `timeoutMs`.
+ */
+export function workerSettings<T>(timeoutMs = 10_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onMessage = (m: unknown) => {
+      if (!isSettingsReply(m)) return;
+      finish();
+      resolve((m.settings ?? undefined) as T);
+    };
+    const timer = setTimeout(() => {
+      finish();
+      reject(new CliError(`no settings from the primary process within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const finish = () => {
+      clearTimeout(timer);
+      process.off("message", onMessage);
+    };
+    if (!process.send) {
+      finish();
+      reject(new CliError("not a worker: no primary process to ask for settings"));
+      return;
+    }
+    // Listening before asking: the reply cannot arrive unheard.
+    process.on("message", onMessage);
+    process.send({ [SETTINGS_TAG]: "request" });
+  });
+}
+
 export interface PrimaryOptions {
   workers: number;
   /** The workers use the cluster store: hold its map here. */
   clusterStore: boolean;
+  /** Handed to every worker that asks (workerSettings), replacements too. Must survive JSON. */
+  settings?: unknown;
   log: (message: string) => void;
 }
 
@@ -35,6 +86,12 @@ export interface PrimaryOptions {
 export async function runPrimary(options: PrimaryOptions): Promise<ListeningMessage> {
   const { startClusterStorePrimary } = await import("../stores/index.js");
   const storePrimary = options.clusterStore ? startClusterStorePrimary() : undefined;
+  const onSettingsRequest = (w: Worker, msg: unknown) => {
+    if (!isSettingsRequest(msg)) return;
+    const reply: SettingsReply = { [SETTINGS_TAG]: "reply", settings: options.settings ?? null };
+    if (w.isConnected()) w.send(reply);
+  };
+  cluster.on("message", onSettingsRequest);
   const workers = new Set<Worker>();
   let stopping = false;
   let started = false;
@@ -67,6 +124,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<ListeningMess
     }, 5000);
     return Promise.all(exits).then(() => {
       clearTimeout(killer);
+      cluster.off("message", onSettingsRequest);
       storePrimary?.close();
     });
   };

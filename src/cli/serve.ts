@@ -15,7 +15,7 @@ import { parseListen, parseNonNegativeInteger, parseOnOff, urlHost } from "./arg
 import { CliError, describeError } from "./errors.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
-import { LISTENING_TAG, type ListeningMessage, runPrimary } from "./serve-workers.js";
+import { LISTENING_TAG, type ListeningMessage, runPrimary, workerSettings } from "./serve-workers.js";
 import { stopOnSignals } from "./signals.js";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
@@ -47,6 +47,13 @@ export interface ServeOptions {
   storeKeys?: readonly string[];
   /** Store sessions unencrypted on purpose (a shared store refuses to start without keys otherwise). */
   storePlaintext?: boolean;
+  /**
+   * PEM files for a rediss:// store: the CAs to trust for the Redis server's certificate (instead of
+   * Node's default roots), and a client certificate and key for Redis with mutual TLS.
+   */
+  storeTlsCa?: string;
+  storeTlsCert?: string;
+  storeTlsKey?: string;
   /** Milliseconds a store look-up may take before it is a miss (default 50). */
   lookupTimeout?: number;
   /** How long start waits for a Redis store to connect before serving anyway (default 3000 ms). */
@@ -134,6 +141,9 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
           store: options.store,
           storeKey: options.storeKeys,
           storePlaintext: options.storePlaintext,
+          storeTlsCa: options.storeTlsCa,
+          storeTlsCert: options.storeTlsCert,
+          storeTlsKey: options.storeTlsKey,
           clustered: cluster.isWorker,
         })
       : options.store;
@@ -329,6 +339,7 @@ async function openStore(
       case "redis-cluster": {
         const store = new RedisStore({
           ...(config.kind === "redis" ? { url: config.url } : { cluster: config.seeds }),
+          ...(config.tls ? { tls: { ...config.tls } } : {}),
           ...sealing,
           onError: (err) => log(`sesscache serve: store: ${describeError(err)}`),
         });
@@ -455,6 +466,8 @@ export function register(program: Command): void {
         "openssl s_client -connect 127.0.0.1:8443 -tls1_2 -sess_in s.pem\n" +
         "  sesscache serve --store redis://127.0.0.1:6379 --store-key $(openssl rand -base64 32)\n" +
         "  sesscache serve --store redis-cluster://10.0.0.1:6379,10.0.0.2:6379 --store-key NEW --store-key OLD\n" +
+        "  sesscache serve --store rediss://redis.internal:6380 --store-key KEY --store-tls-ca redis-ca.pem " +
+        "--store-tls-cert client.pem --store-tls-key client.key\n" +
         "  sesscache serve --workers 4",
     )
     .option(
@@ -490,8 +503,8 @@ export function register(program: Command): void {
       "--store <store>",
       "share sessions through a store: memory, cluster (between --workers), redis://HOST:PORT[/DB], " +
         "rediss://HOST:PORT (TLS), or a Redis Cluster as redis-cluster://HOST:PORT,HOST:PORT,... " +
-        "(rediss-cluster:// for TLS; a private CA through NODE_EXTRA_CA_CERTS); URLs may carry " +
-        "user:password@ (default: none; cluster with --workers > 1)",
+        "(rediss-cluster:// for TLS, see --store-tls-ca); URLs may carry user:password@ " +
+        "(default: none; cluster with --workers > 1)",
     )
     .addOption(
       new Option(
@@ -504,6 +517,16 @@ export function register(program: Command): void {
       "--store-plaintext",
       "store sessions unencrypted on purpose (a Redis store refuses to start without a key otherwise)",
     )
+    .option(
+      "--store-tls-ca <file>",
+      "CA certificates (PEM) trusted for a rediss:// store's server certificate, instead of the " +
+        "default roots (default: Node's roots plus $NODE_EXTRA_CA_CERTS)",
+    )
+    .option(
+      "--store-tls-cert <file>",
+      "client certificate chain (PEM) for a rediss:// store with tls-auth-clients (mutual TLS)",
+    )
+    .option("--store-tls-key <file>", "private key (PEM, unencrypted) for --store-tls-cert")
     .option(
       "--lookup-timeout <ms>",
       "most milliseconds a store look-up may delay a handshake before it counts as a miss (default: 50)",
@@ -519,15 +542,23 @@ export function register(program: Command): void {
       const log = (msg: string) => process.stderr.write(`sesscache serve: ${msg}\n`);
       const workers = opts.workers ?? 1;
       const clustered = workers > 1;
-      // Checked here, before any worker starts, so a bad flag is one line, once.
-      const storeConfig = parseStoreConfig({
-        store: opts.store,
-        storeKey: opts.storeKey,
-        storePlaintext: opts.storePlaintext,
-        clustered,
-      });
+      // Checked here, before any worker starts, so a bad flag is one line, once. Workers take the
+      // primary's parsed config: the --store-tls-* files are read once, and every worker (a
+      // replacement too) gets the same TLS options and keys.
+      const storeConfig =
+        clustered && cluster.isWorker
+          ? await workerSettings<StoreConfig | undefined>()
+          : parseStoreConfig({
+              store: opts.store,
+              storeKey: opts.storeKey,
+              storePlaintext: opts.storePlaintext,
+              storeTlsCa: opts.storeTlsCa,
+              storeTlsCert: opts.storeTlsCert,
+              storeTlsKey: opts.storeTlsKey,
+              clustered,
+            });
       if (clustered && cluster.isPrimary) {
-        await runServePrimary(opts, workers, storeConfig?.kind === "cluster", log);
+        await runServePrimary(opts, workers, storeConfig, log);
         return;
       }
       // The adapter's lines already start with "sesscache: ".
@@ -566,6 +597,9 @@ interface CommandOptions {
   store?: string;
   storeKey?: string[];
   storePlaintext?: boolean;
+  storeTlsCa?: string;
+  storeTlsCert?: string;
+  storeTlsKey?: string;
   lookupTimeout?: number;
   workers?: number;
 }
@@ -580,7 +614,7 @@ function parsePositiveInteger(value: string): number {
 async function runServePrimary(
   opts: CommandOptions,
   workers: number,
-  clusterStore: boolean,
+  storeConfig: StoreConfig | undefined,
   log: (msg: string) => void,
 ): Promise<void> {
   try {
@@ -593,7 +627,12 @@ async function runServePrimary(
     const local = ensureLocalCertificate(resolve(opts.stateDir ?? defaultStateDir()));
     if (local.generated) log(`made a self-signed certificate for localhost: ${local.certFile}`);
   }
-  const first = await runPrimary({ workers, clusterStore, log });
+  const first = await runPrimary({
+    workers,
+    clusterStore: storeConfig?.kind === "cluster",
+    settings: storeConfig,
+    log,
+  });
   process.stdout.write(`sesscache serve: listening on ${first.url} (${first.where})\n`);
 }
 

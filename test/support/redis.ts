@@ -25,6 +25,34 @@ export function redisSkipReason(): string | undefined {
   return reason;
 }
 
+let tlsProbe: { reason: string | undefined } | undefined;
+
+/**
+ * Why TLS Redis tests must skip, or undefined when redis-server is here and built with TLS (Debian's
+ * is). Probed once: a TLS build refuses a TLS config without a CA at once ("Failed to configure
+ * TLS"); a build without TLS says something else. With SESSCACHE_REQUIRE_REDIS=1 a reason throws.
+ */
+export function redisTlsSkipReason(): string | undefined {
+  const base = redisSkipReason();
+  if (base !== undefined) return base;
+  if (!tlsProbe) {
+    const r = spawnSync(
+      "redis-server",
+      ["--port", "0", "--tls-port", "1", "--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"],
+      { encoding: "utf8", timeout: 10_000 },
+    );
+    const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+    tlsProbe = {
+      reason: /Failed to configure TLS/.test(out) ? undefined : "redis-server is built without TLS",
+    };
+  }
+  const reason = tlsProbe.reason;
+  if (reason !== undefined && process.env.SESSCACHE_REQUIRE_REDIS === "1") {
+    throw new Error(`SESSCACHE_REQUIRE_REDIS=1 but ${reason}`);
+  }
+  return reason;
+}
+
 /** A port nothing listens on right now (the OS picks it). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -106,8 +134,11 @@ export interface StartRedisOptions {
   args?: string[];
   /** How long to wait for PING. Default 15 s (a loaded 2-core machine). */
   readyTimeoutMs?: number;
-  /** Also listen with TLS on another free port (client certificates not required). */
-  tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Also listen with TLS on another free port. Client certificates (signed by `caFile`) are
+   * required only with `authClients`.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; authClients?: boolean };
 }
 
 export function redisCli(port: number, ...args: string[]): Promise<string> {
@@ -156,7 +187,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
             "--tls-ca-cert-file",
             options.tls.caFile,
             "--tls-auth-clients",
-            "no",
+            options.tls.authClients ? "yes" : "no",
           ]
         : []),
       ...(options.args ?? []),
@@ -231,11 +262,21 @@ export interface RedisCluster {
   readonly nodes: RedisServer[];
   /** "127.0.0.1:PORT" for each node, to seed a cluster client. */
   readonly seeds: string[];
+  /** "127.0.0.1:TLSPORT" for each node when started with `tls` (the cluster then reports TLS ports to TLS clients). */
+  readonly tlsSeeds: string[] | undefined;
   stop(): Promise<void>;
 }
 
-/** Three (or `size`) masters, no replicas, all 16384 slots covered, `cluster_state:ok` everywhere. */
-export async function startRedisCluster(size = 3, readyTimeoutMs = 30_000): Promise<RedisCluster> {
+/**
+ * Three (or `size`) masters, no replicas, all 16384 slots covered, `cluster_state:ok` everywhere.
+ * With `tls` every node also listens with TLS and the bus runs over TLS (`tls-cluster yes`); the
+ * plain ports stay for redis-cli and readiness checks.
+ */
+export async function startRedisCluster(
+  size = 3,
+  readyTimeoutMs = 30_000,
+  tls?: StartRedisOptions["tls"],
+): Promise<RedisCluster> {
   const dir = mkdtempSync(join(tmpdir(), "sesscache-redis-cluster-"));
   const nodes: RedisServer[] = [];
   const stop = async () => {
@@ -258,7 +299,9 @@ export async function startRedisCluster(size = 3, readyTimeoutMs = 30_000): Prom
             String(bus),
             "--cluster-node-timeout",
             "5000",
+            ...(tls ? ["--tls-cluster", "yes"] : []),
           ],
+          tls,
         }),
       );
     }
@@ -282,7 +325,8 @@ export async function startRedisCluster(size = 3, readyTimeoutMs = 30_000): Prom
         await sleep(50);
       }
     }
-    return { nodes, seeds, stop };
+    const tlsSeeds = tls ? nodes.map((n) => new URL(n.tlsUrl!).host) : undefined;
+    return { nodes, seeds, tlsSeeds, stop };
   } catch (err) {
     await stop();
     throw err;
