@@ -5,13 +5,18 @@
 // tickets mean a full handshake every third connection; nginx issues one per resumption, so it is
 // measured too when installed.
 //
-//   npm run bench -- client [--requests N] [--no-nginx]
+// With redis-server installed, a fourth agent keeps its sessions in a RedisStore
+// (sharedClientSessions): what sharing with other processes costs a sequential client.
+//
+//   npm run bench -- client [--requests N] [--no-nginx] [--no-redis]
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type tls from "node:tls";
 import { ClientSessionCache, createHttpsAgent } from "../src/client/index.js";
+import { RedisStore, sharedClientSessions } from "../src/stores/index.js";
 import { testPki } from "../test/support/certs.js";
 import { type Nginx, nginxSkipReason, startNginx } from "../test/support/nginx.js";
+import { type RedisServer, redisSkipReason, startRedis } from "../test/support/redis.js";
 import type { BenchResult, BenchRow } from "./run.js";
 
 type Version = "TLSv1.2" | "TLSv1.3";
@@ -74,6 +79,14 @@ export default async function bench(args: string[]): Promise<BenchResult> {
     targets.push({ name: "nginx (shared cache)", port: nginx.port });
   }
 
+  let redis: RedisServer | undefined;
+  let store: RedisStore | undefined;
+  if (!args.includes("--no-redis") && redisSkipReason() === undefined) {
+    redis = await startRedis();
+    store = new RedisStore({ url: redis.url, keys: [Buffer.alloc(32, 7)] });
+    await store.ready();
+  }
+
   const rows: BenchRow[] = [];
   try {
     for (const target of targets) {
@@ -85,6 +98,10 @@ export default async function bench(args: string[]): Promise<BenchResult> {
           ["node https.Agent", new https.Agent(common)],
           ["sesscache createHttpsAgent", createHttpsAgent({ ...common, cache: new ClientSessionCache() })],
         ];
+        if (store) {
+          const cache = new ClientSessionCache({ shared: sharedClientSessions(store) });
+          agents.push(["sesscache + RedisStore (shared)", createHttpsAgent({ ...common, cache })]);
+        }
         // Interleaved rounds, so load from elsewhere on the machine spreads over all three.
         const tallies = agents.map(() => ({ requests: 0, resumed: 0, seconds: 0, cpuMicros: 0 }));
         for (const [, agent] of agents) for (let i = 0; i < 20; i++) await get(agent, url); // warm-up
@@ -110,6 +127,8 @@ export default async function bench(args: string[]): Promise<BenchResult> {
   } finally {
     server.close();
     await nginx?.stop();
+    await store?.close();
+    await redis?.stop();
   }
   return {
     title: `Sequential HTTPS GETs on fresh connections (keep-alive off), ${n} per row, one process`,
@@ -119,6 +138,7 @@ export default async function bench(args: string[]): Promise<BenchResult> {
       "sesscache offers each ticket once. A Node 20 server issues no ticket on a resumed TLS 1.3 connection,",
       "so with single use every third connection is a full handshake there; nginx issues one per resumption.",
       "cpu ms/req is this process's CPU (the Node client, and the Node server in the node https rows).",
+      "The shared row keeps TLS 1.3 tickets only in Redis (GETDEL per connection) and TLS 1.2 sessions locally too.",
     ],
   };
 }

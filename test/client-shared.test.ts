@@ -101,15 +101,19 @@ describe("client cache on a shared store (in-process, sealed MemoryStore)", () =
     }
   });
 
-  test("TLS 1.3: tickets live only in the store and each is offered once", async () => {
+  test("TLS 1.3: a ticket is here or in the store, never both, and each is offered once", async () => {
     const server = await tlsServer("TLSv1.3");
     try {
       const store = sealedMemoryStore();
       const opts = target(server.port, "TLSv1.3");
       const a = processCache(store);
       assert.equal(await connectOnce(a.cache, opts), false);
+      // A Node server issues two tickets after a full handshake: the newest stays, one is shared.
+      await a.shared.settled();
+      assert.equal(store.size, 1);
+      assert.equal(a.cache.sessions(clientIdentity(opts)).length, 1);
+      // save() (before a process exits) hands the one kept over too.
       await a.cache.save();
-      // A Node server issues two tickets after a full handshake; none is kept locally.
       assert.equal(store.size, 2);
       assert.equal(a.cache.sessions(clientIdentity(opts)).length, 0);
       const b = processCache(store);
@@ -127,6 +131,24 @@ describe("client cache on a shared store (in-process, sealed MemoryStore)", () =
         [b, c, d].map((p) => p.shared.stats().tickets),
         [1, 1, 0],
       );
+    } finally {
+      server.close();
+    }
+  });
+
+  test("TLS 1.3: a process resumes from the ticket it kept without asking the store", async () => {
+    const server = await tlsServer("TLSv1.3");
+    try {
+      const store = sealedMemoryStore();
+      const opts = target(server.port, "TLSv1.3");
+      const a = processCache(store);
+      assert.equal(await connectOnce(a.cache, opts), false);
+      assert.equal(a.shared.stats().lookups, 1);
+      assert.equal(await connectOnce(a.cache, opts), true);
+      assert.equal(a.shared.stats().lookups, 1, "the kept ticket needed no look-up");
+      // Then the one it shared comes back from the store (nobody else took it).
+      assert.equal(await connectOnce(a.cache, opts), true);
+      assert.deepEqual([a.shared.stats().lookups, a.shared.stats().tickets], [2, 1]);
     } finally {
       server.close();
     }

@@ -37,9 +37,11 @@ export interface ClientSessionCacheOptions {
   persistence?: ClientSessionPersistence;
   /**
    * A shared store the cache also reads and writes (`sharedClientSessions(store)`), so other
-   * processes resume the sessions this one is issued. TLS 1.3 tickets then live only in the store,
-   * each taken once by the whole fleet; TLS 1.2 sessions are kept here and shared. Only the async
-   * paths consult it: `prepareAsync`, `connectAsync`, the https.Agent and the undici connector.
+   * processes resume the sessions this one is issued. TLS 1.2 sessions are kept here and shared.
+   * A TLS 1.3 ticket is here or in the store, never both: the newest per identity stays here, the
+   * others go to the store at once, and `save()` hands over the rest; a ticket taken from the store
+   * is gone from it, so each is used once by the whole fleet. Only the async paths consult the
+   * store: `prepareAsync`, `connectAsync`, the https.Agent and the undici connector.
    */
   shared?: SharedClientSessions;
 }
@@ -253,14 +255,26 @@ export class ClientSessionCache {
     if (this.#clock() > s.expiresAt) return undefined;
 
     const key = typeof identity === "string" ? identity : identity.key;
-    const shared = this.#shared && (typeof identity === "string" || identity.persistable);
-    if (shared) {
-      this.#shared!.publish(identityHash(key), s);
-      // With a shared store a ticket lives there only: a copy here could be used twice.
-      if (s.protocolVersion === TLS1_3) return s;
-    }
     if (typeof identity !== "string" && !identity.persistable) this.#local.add(key);
-    return this.#file(key, s);
+    const shared = this.#shared !== undefined && !this.#local.has(key);
+    // A TLS 1.2 session is shared as it comes (copies may be reused). A TLS 1.3 ticket is either
+    // here or in the store, never both (a copy could be used twice): the newest stays here, so a
+    // process resuming one server again and again needs no store round trip, and the older ones go
+    // to the store at once for other processes (save() hands over the one kept, too).
+    if (shared && s.protocolVersion !== TLS1_3) this.#shared!.publish(identityHash(key), s);
+    const stored = this.#file(key, s);
+    if (shared && s.protocolVersion === TLS1_3) this.#handOverTickets(key, 1);
+    return stored;
+  }
+
+  /** Moves an identity's TLS 1.3 tickets beyond the newest `keep` from here to the shared store. */
+  #handOverTickets(key: string, keep: number): void {
+    const tickets = (this.#byIdentity.get(key) ?? []).filter((x) => x.protocolVersion === TLS1_3);
+    const hash = identityHash(key);
+    for (const t of tickets.slice(0, Math.max(0, tickets.length - keep))) {
+      this.#drop(t);
+      this.#shared!.publish(hash, t);
+    }
   }
 
   /** Files a checked session under an identity key, applying R22 to the identity's list. */
@@ -428,11 +442,16 @@ export class ClientSessionCache {
   }
 
   /**
-   * Writes the current sessions to the persistence (saves are serialised, the last one wins) and
-   * waits for the shared store's writes to settle: await it before a short-lived process exits.
+   * Writes the current sessions to the persistence (saves are serialised, the last one wins). With a
+   * shared store, hands this process's TLS 1.3 tickets over to it and waits for every write to
+   * settle: await it before a short-lived process exits.
    */
   save(): Promise<void> {
     const p = this.#persistence;
+    if (this.#shared) {
+      for (const key of [...this.#byIdentity.keys()])
+        if (!this.#local.has(key)) this.#handOverTickets(key, 0);
+    }
     const shared = this.#shared?.settled() ?? Promise.resolve();
     if (!p) return shared;
     const run = () => p.save(this.entries());
