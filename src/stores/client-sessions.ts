@@ -27,6 +27,8 @@ const MAX_LATE_IDENTITIES = 256;
 const MAX_LATE_TICKETS = 4;
 /** Tickets this process published, remembered (id → slot) so a failed one can be withdrawn. */
 const MAX_PUBLISHED = 4096;
+/** Identities whose last protocol version is remembered. */
+const MAX_HINTS = 4096;
 
 export interface SharedClientSessionsOptions {
   /** Milliseconds a fetch may wait for the store before it is a miss (a full handshake). Default 50. */
@@ -99,6 +101,15 @@ export function sharedClientSessions(
   const published = new Map<string, number>();
   const late = new Map<string, Session[]>();
   const pending = new Set<Promise<unknown>>();
+  /** identity → whether its newest session seen here was TLS 1.3 (a hint for fetch). */
+  const spokeTls13 = new Map<string, boolean>();
+  const remember = (identity: Uint8Array, s: Session) => {
+    const k = hexOf(identity);
+    if (!spokeTls13.has(k) && spokeTls13.size >= MAX_HINTS) {
+      spokeTls13.delete(spokeTls13.keys().next().value as string);
+    }
+    spokeTls13.set(k, s.protocolVersion === TLS1_3);
+  };
 
   const reusableKey = (identity: Uint8Array): StoreKey => ({
     namespace: "client",
@@ -166,12 +177,16 @@ export function sharedClientSessions(
       let timedOut = false;
       // The reusable slot is read beside the first ticket slot (one round trip when pipelined); it
       // is used only when no ticket is found, and a reusable session found means the server spoke
-      // TLS 1.2 last, so the remaining ticket slots are not probed.
+      // TLS 1.2 last, so the remaining ticket slots are not probed. When this process saw the
+      // identity use TLS 1.3 last, the reusable slot is not read at all (one command less).
       const first = randomInt(slots);
+      const skipReusable = spokeTls13.get(hexOf(identity)) === true;
       const work = (async () => {
-        const reusable = fetchStoredSession(store, reusableKey(identity), { timeoutMs, onRejected })
-          .catch(() => undefined)
-          .then(usable);
+        const reusable = skipReusable
+          ? undefined
+          : fetchStoredSession(store, reusableKey(identity), { timeoutMs, onRejected })
+              .catch(() => undefined)
+              .then(usable);
         const ticket = await takeTicket(identity, first);
         if (ticket) return ticket;
         const session = await reusable;
@@ -199,11 +214,13 @@ export function sharedClientSessions(
       }
       if (answer?.protocolVersion === TLS1_3) counters.tickets++;
       else if (answer) counters.sessions++;
+      if (answer) remember(identity, answer);
       return answer;
     },
 
     publish(identity, session) {
       if (session.id.length === 0) return;
+      remember(identity, session);
       let key: StoreKey;
       if (session.protocolVersion === TLS1_3) {
         const slot = nextSlot;
