@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
-import type net from "node:net";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -75,6 +75,68 @@ const sealedMemoryStore = () => new MemoryStore({ sealing: { keys: [randomBytes(
 function processCache(store: SealingSessionStore, options: SharedClientSessionsOptions = {}) {
   const shared = sharedClientSessions(store, options);
   return { cache: new ClientSessionCache({ shared }), shared };
+}
+
+/**
+ * A TCP proxy that forwards the server's TLS records one by one and, once `corrupt` is set, flips a
+ * byte in each application-data record: the client's decryption fails, a fatal TLS error (R23).
+ */
+async function corruptingProxy(targetPort: number) {
+  const sockets = new Set<net.Socket>();
+  const proxy = { port: 0, corrupt: false, close: () => {} };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+    }
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    client.pipe(upstream);
+    let pending = Buffer.alloc(0);
+    upstream.on("data", (d: Buffer) => {
+      pending = Buffer.concat([pending, d]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt16BE(3)) {
+        const n = 5 + pending.readUInt16BE(3);
+        const record = Buffer.from(pending.subarray(0, n));
+        pending = pending.subarray(n);
+        if (proxy.corrupt && record[0] === 23) record[n - 1]! ^= 0xff;
+        client.write(record);
+      }
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  proxy.port = (server.address() as net.AddressInfo).port;
+  proxy.close = () => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  };
+  return proxy;
+}
+
+/** `inner` with take() answering `delayMs` late; `taken` settles when the first slow take has. */
+function slowTakes(inner: SealingSessionStore, delayMs: number) {
+  let release!: () => void;
+  const taken = new Promise<void>((r) => {
+    release = r;
+  });
+  const store: SealingSessionStore = {
+    sealer: inner.sealer,
+    get: (k) => inner.get(k),
+    set: (k, v, e) => inner.set(k, v, e),
+    delete: (k) => inner.delete(k),
+    take: async (k) => {
+      const v = await inner.take(k);
+      await new Promise((r) => setTimeout(r, delayMs));
+      release();
+      return v;
+    },
+    close: () => inner.close(),
+    stats: () => inner.stats(),
+  };
+  return { store, taken };
 }
 
 describe("client cache on a shared store (in-process, sealed MemoryStore)", () => {
@@ -195,25 +257,7 @@ describe("client cache on a shared store (in-process, sealed MemoryStore)", () =
       await connectOnce(a.cache, opts);
       await a.cache.save();
       assert.equal(inner.size, 1);
-      // take() answers 300 ms late; `released` settles when it has.
-      let release!: () => void;
-      const released = new Promise<void>((r) => {
-        release = r;
-      });
-      const slow: SealingSessionStore = {
-        sealer: inner.sealer,
-        get: (k) => inner.get(k),
-        set: (k, v, e) => inner.set(k, v, e),
-        delete: (k) => inner.delete(k),
-        take: async (k) => {
-          const v = await inner.take(k);
-          await new Promise((r) => setTimeout(r, 300));
-          release();
-          return v;
-        },
-        close: () => inner.close(),
-        stats: () => inner.stats(),
-      };
+      const { store: slow, taken: released } = slowTakes(inner, 300);
       const b = processCache(slow, { lookupTimeout: 40, ticketSlots: 1 });
       const t0 = performance.now();
       const plan = await b.cache.prepareAsync(opts);
@@ -352,11 +396,138 @@ describe("client cache on a shared store (in-process, sealed MemoryStore)", () =
     });
   }
 
+  test("TLS 1.3: tickets from a connection that then fails (bad record MAC) are withdrawn from the store", async () => {
+    const server = tls.createServer({ key: pki.key, cert: pki.cert, maxVersion: "TLSv1.3" }, (s) => {
+      s.on("error", () => {});
+      s.on("data", () => s.write("hi\n"));
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const proxy = await corruptingProxy((server.address() as net.AddressInfo).port);
+    try {
+      const store = sealedMemoryStore();
+      const a = processCache(store);
+      const opts = target(proxy.port, "TLSv1.3");
+      const socket = await connectAsync({ cache: a.cache, ...opts });
+      const errors: Error[] = [];
+      let tickets = 0;
+      socket.on("session", () => {
+        // Both tickets are in (the cache's listener runs first): one kept, one shared.
+        if (++tickets !== 2) return;
+        proxy.corrupt = true;
+        // Not from inside the event: Node defers a write made during OpenSSL's ticket callback.
+        setImmediate(() => socket.write("go"));
+      });
+      socket.on("error", (e) => {
+        errors.push(e);
+        socket.destroy(); // after the handshake Node reports the error but leaves the socket open
+      });
+      socket.resume();
+      await new Promise((r) => socket.once("close", r));
+      assert.equal(errors.length, 1);
+      assert.equal(typeof (errors[0] as Error & { library?: string }).library, "string", String(errors[0]));
+      await a.shared.settled();
+      assert.deepEqual([a.shared.stats().published, a.shared.stats().removed], [1, 1]);
+      assert.equal(store.size, 0, "the shared ticket was withdrawn");
+      assert.equal(a.cache.sessions(clientIdentity(opts)).length, 0, "the kept one was dropped");
+    } finally {
+      proxy.close();
+      server.close();
+    }
+  });
+
+  test("ticketsPerIdentity: 1 still shares the older ticket rather than dropping it", async () => {
+    const server = await tlsServer("TLSv1.3");
+    try {
+      const store = sealedMemoryStore();
+      const shared = sharedClientSessions(store);
+      const cache = new ClientSessionCache({ shared, ticketsPerIdentity: 1 });
+      const opts = target(server.port, "TLSv1.3");
+      await connectOnce(cache, opts);
+      await shared.settled();
+      assert.equal(store.size, 1);
+      assert.equal(cache.sessions(clientIdentity(opts)).length, 1);
+    } finally {
+      server.close();
+    }
+  });
+
+  test("a store that throws instead of rejecting costs sharing, never the connection or the process", async () => {
+    const server = await tlsServer("TLSv1.2");
+    try {
+      const inner = sealedMemoryStore();
+      const throwing: SealingSessionStore = {
+        sealer: inner.sealer,
+        get: () => {
+          throw new Error("get: boom");
+        },
+        set: () => {
+          throw new Error("set: boom");
+        },
+        delete: () => {
+          throw new Error("delete: boom");
+        },
+        take: () => {
+          throw new Error("take: boom");
+        },
+        close: () => inner.close(),
+        stats: () => inner.stats(),
+      };
+      const a = processCache(throwing);
+      const opts = target(server.port, "TLSv1.2");
+      assert.equal(await connectOnce(a.cache, opts), false);
+      assert.equal(a.shared.stats().published, 1);
+      assert.equal(await connectOnce(a.cache, opts), true, "the local copy still works");
+      const [s] = a.cache.sessions(clientIdentity(opts));
+      a.cache.remove(s!, clientIdentity(opts));
+      await a.cache.save();
+      const b = processCache(throwing);
+      assert.equal(await connectOnce(b.cache, opts), false);
+    } finally {
+      server.close();
+    }
+  });
+
+  test("undici: a connect timeout during the look-up fails the request; the ticket taken comes back here", async () => {
+    const server = https.createServer({ key: pki.key, cert: pki.cert, maxVersion: "TLSv1.3" }, (_q, res) =>
+      res.end("ok"),
+    );
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}/`;
+    const inner = sealedMemoryStore();
+    const common = { ca: pki.caCert, maxVersion: "TLSv1.3" as const, servername: "localhost" };
+    try {
+      const a = processCache(inner, { ticketSlots: 1 });
+      const first = new UndiciAgent({ connect: undiciConnector({ cache: a.cache, ...common }) });
+      await (await undiciRequest(url, { dispatcher: first })).body.text();
+      await first.close();
+      await a.cache.save();
+      assert.equal(inner.size, 1);
+
+      const { store: slow, taken } = slowTakes(inner, 300);
+      const b = processCache(slow, { ticketSlots: 1, lookupTimeout: 2000 });
+      const second = new UndiciAgent({
+        connect: undiciConnector({ cache: b.cache, ...common, timeout: 50 }),
+      });
+      await assert.rejects(undiciRequest(url, { dispatcher: second }), { code: "UND_ERR_CONNECT_TIMEOUT" });
+      await second.destroy();
+      await taken;
+      await b.shared.settled();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(b.cache.engine.stats().number, 1, "the ticket is kept for the next connection");
+      assert.equal(b.cache.engine.stats().connect, 0, "no connection was started after the timeout");
+    } finally {
+      server.close();
+    }
+  });
+
   test("options are checked", () => {
     const store = sealedMemoryStore();
     assert.throws(() => sharedClientSessions(store, { lookupTimeout: 0 }), RangeError);
     assert.throws(() => sharedClientSessions(store, { ticketSlots: 0 }), RangeError);
     assert.throws(() => sharedClientSessions(store, { ticketSlots: 1.5 }), RangeError);
+    assert.throws(() => sharedClientSessions(store, { lateTimeout: -1 }), RangeError);
   });
 });
 
@@ -483,6 +654,38 @@ describe("client processes sharing sessions through Redis", { skip: redisSkip },
       assert.equal(got.filter((s) => s !== undefined).length, 1);
     } finally {
       await Promise.all(stores.map((s) => s.close()));
+      server.close();
+    }
+  });
+
+  test("Redis asleep: a ticket taken after the deadline is held, and settled() hands it back", async () => {
+    const server = await tlsServer("TLSv1.3");
+    const key = randomBytes(32);
+    const storeA = new RedisStore({ url: redis.url, keys: [key] });
+    const storeB = new RedisStore({ url: redis.url, keys: [key] });
+    const sleeper = new Redis({ host: redis.host, port: redis.port });
+    try {
+      await Promise.all([storeA.ready(), storeB.ready(), sleeper.ping()]);
+      await redis.cli("FLUSHALL");
+      const opts = target(server.port, "TLSv1.3");
+      const a = processCache(storeA, { ticketSlots: 1 });
+      await connectOnce(a.cache, opts);
+      await a.cache.save();
+      assert.equal((await sleeper.keys("sesscache:client:*")).length, 1);
+      const b = processCache(storeB, { ticketSlots: 1, lookupTimeout: 50 });
+      const asleep = sleeper.call("DEBUG", "SLEEP", "0.4");
+      await new Promise((r) => setTimeout(r, 50)); // let the sleep reach the server first
+      const plan = await b.cache.prepareAsync(opts);
+      assert.equal(plan.session, undefined);
+      assert.equal(b.shared.stats().timeouts, 1);
+      await asleep;
+      await b.shared.settled();
+      assert.equal(b.shared.stats().late, 1, "the GETDEL ran: its ticket was kept, not dropped");
+      assert.equal((await sleeper.keys("sesscache:client:*")).length, 1, "and handed back to the store");
+      assert.equal(await connectOnce(b.cache, opts), true);
+    } finally {
+      sleeper.disconnect();
+      await Promise.all([storeA.close(), storeB.close()]);
       server.close();
     }
   });

@@ -210,9 +210,16 @@ export class ClientSessionCache {
     const plan = this.prepare(options);
     const { identity } = plan;
     if (plan.session || options.session || !this.#shared || !identity.persistable) return plan;
-    let session = await this.#shared.fetch(identity.hash);
+    // A SharedClientSessions written by someone else might reject: that is a miss too.
+    let session = await this.#shared.fetch(identity.hash).catch(() => undefined);
     if (!session) return plan;
-    if (session.protocolVersion !== TLS1_3) session = this.#file(identity.key, session);
+    if (session.protocolVersion !== TLS1_3) {
+      // Kept here under this cache's own lifetime policy, which may be shorter than the sharer's.
+      const timeout = this.#lifetime(session);
+      if (timeout !== undefined && session.timeout > timeout) session = withTimes(session, { timeout });
+      if (timeout === undefined || this.#clock() > session.expiresAt) return plan;
+      session = this.#file(identity.key, session);
+    }
     const der = Buffer.from(session.der.buffer, session.der.byteOffset, session.der.byteLength);
     return { identity, session, options: { ...options, session: der } };
   }
@@ -262,9 +269,9 @@ export class ClientSessionCache {
     // process resuming one server again and again needs no store round trip, and the older ones go
     // to the store at once for other processes (save() hands over the one kept, too).
     if (shared && s.protocolVersion !== TLS1_3) this.#shared!.publish(identityHash(key), s);
-    const stored = this.#file(key, s);
-    if (shared && s.protocolVersion === TLS1_3) this.#handOverTickets(key, 1);
-    return stored;
+    // Before filing, so ticketsPerIdentity (which drops the oldest) cannot drop one unshared.
+    if (shared && s.protocolVersion === TLS1_3) this.#handOverTickets(key, 0);
+    return this.#file(key, s);
   }
 
   /** Moves an identity's TLS 1.3 tickets beyond the newest `keep` from here to the shared store. */

@@ -36,20 +36,19 @@ export class CachedHttpsAgent extends https.Agent {
     const opts = options as IdentityOptions;
     if (!this.#reuse) return tls.connect(opts);
     if (this.cache.sharesSessions && callback) {
-      this.cache.prepareAsync(opts).then(
-        (plan) => {
-          let socket: tls.TLSSocket;
-          try {
-            socket = tls.connect(plan.options);
-          } catch (err) {
-            callback(err as Error, undefined as unknown as Duplex);
-            return;
-          }
+      const fail = (err: unknown) =>
+        callback(err instanceof Error ? err : new Error(String(err)), undefined as unknown as Duplex);
+      this.cache.prepareAsync(opts).then((plan) => {
+        let socket: tls.TLSSocket;
+        try {
+          socket = tls.connect(plan.options);
           this.cache.attach(socket, plan);
-          callback(null, socket);
-        },
-        (err: Error) => callback(err, undefined as unknown as Duplex),
-      );
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        callback(null, socket);
+      }, fail);
       return undefined;
     }
     const plan = this.cache.prepare(opts);

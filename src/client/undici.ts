@@ -6,7 +6,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { type ClientConnectPlan, ClientSessionCache } from "./client-cache.js";
-import { servernameFromHost } from "./identity.js";
+import { type IdentityOptions, servernameFromHost } from "./identity.js";
 
 /** What undici passes to a connector (buildConnector.Options). */
 export interface UndiciConnectOptions {
@@ -100,41 +100,63 @@ export function undiciConnector(options: UndiciConnectorOptions = {}): UndiciCon
       s.once("close", () => done(new Error("socket closed before the connection was established")));
     };
     if (!https) {
-      wire(
-        net.connect({
-          ...(tlsOptions as net.TcpNetConnectOpts),
-          ...(socketPath ? { path: socketPath } : {}),
-          localAddress: opts.localAddress ?? undefined,
-          port: Number(opts.port || 80),
-          host: opts.hostname,
-        }),
-      );
+      try {
+        wire(
+          net.connect({
+            ...(tlsOptions as net.TcpNetConnectOpts),
+            ...(socketPath ? { path: socketPath } : {}),
+            localAddress: opts.localAddress ?? undefined,
+            port: Number(opts.port || 80),
+            host: opts.hostname,
+          }),
+        );
+      } catch (err) {
+        done(err as Error);
+      }
       return;
     }
-    const port = opts.port || 443;
-    const servername = opts.servername || tlsOptions.servername || servernameFromHost(opts.host);
-    const connectOptions = {
-      ...tlsOptions,
-      servername,
-      localAddress: opts.localAddress ?? undefined,
-      ALPNProtocols: alpn,
-      socket: opts.httpSocket,
-      path: socketPath ?? undefined,
-      port: Number(port),
-      host: opts.hostname,
-    };
+    let connectOptions: IdentityOptions & { localAddress?: string };
+    try {
+      const port = opts.port || 443;
+      const servername = opts.servername || tlsOptions.servername || servernameFromHost(opts.host);
+      connectOptions = {
+        ...tlsOptions,
+        servername,
+        localAddress: opts.localAddress ?? undefined,
+        ALPNProtocols: alpn,
+        socket: opts.httpSocket,
+        path: socketPath ?? undefined,
+        port: Number(port),
+        host: opts.hostname,
+      };
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
     const open = (plan: ClientConnectPlan) => {
+      if (!cb) {
+        // Timed out while the store was asked: a ticket taken for this connection goes back.
+        if (plan.session?.protocolVersion === 0x0304) cache.add(plan.identity, plan.session);
+        return;
+      }
       let tlsSocket: tls.TLSSocket;
       try {
         tlsSocket = tls.connect(plan.options);
+        cache.attach(tlsSocket, plan);
       } catch (err) {
         done(err as Error);
         return;
       }
-      cache.attach(tlsSocket, plan);
       wire(tlsSocket);
     };
-    if (cache.sharesSessions) cache.prepareAsync(connectOptions).then(open, (err: Error) => done(err));
-    else open(cache.prepare(connectOptions));
+    const fail = (err: unknown) => done(err instanceof Error ? err : new Error(String(err)));
+    if (cache.sharesSessions) cache.prepareAsync(connectOptions).then(open, fail);
+    else {
+      try {
+        open(cache.prepare(connectOptions));
+      } catch (err) {
+        fail(err);
+      }
+    }
   };
 }

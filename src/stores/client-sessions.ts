@@ -35,6 +35,13 @@ export interface SharedClientSessionsOptions {
   lookupTimeout?: number;
   /** TLS 1.3 ticket slots per identity: how many clients can resume one server at once. Default 4. */
   ticketSlots?: number;
+  /**
+   * Milliseconds the store may take to answer a ticket's take before the answer is dropped
+   * (default 2000, at least lookupTimeout). A ticket that arrives after the look-up's deadline is
+   * already gone from the store, so it is held for the identity's next fetch, or handed back to the
+   * store by settled(), rather than lost.
+   */
+  lateTimeout?: number;
   /** Seconds since the epoch (default Date.now()/1000); tickets expired by it are skipped. */
   clock?: () => number;
   /** Told of every value refused (it did not open, decode or match); safe to log. */
@@ -63,8 +70,11 @@ export interface SharedClientSessionsHandle extends SharedClientSessions {
 }
 
 function checkOptions(o: SharedClientSessionsOptions): void {
-  if (o.lookupTimeout !== undefined && !(o.lookupTimeout > 0 && Number.isFinite(o.lookupTimeout))) {
-    throw new RangeError(`sharedClientSessions: lookupTimeout must be > 0 ms, got ${o.lookupTimeout}`);
+  for (const name of ["lookupTimeout", "lateTimeout"] as const) {
+    const v = o[name];
+    if (v !== undefined && !(v > 0 && Number.isFinite(v))) {
+      throw new RangeError(`sharedClientSessions: ${name} must be > 0 ms, got ${v}`);
+    }
   }
   const n = o.ticketSlots;
   if (n !== undefined && !(Number.isSafeInteger(n) && n >= 1 && n <= 256)) {
@@ -80,6 +90,7 @@ export function sharedClientSessions(
 ): SharedClientSessionsHandle {
   checkOptions(options);
   const timeoutMs = options.lookupTimeout ?? 50;
+  const lateTimeoutMs = Math.max(options.lateTimeout ?? 2000, timeoutMs);
   const slots = options.ticketSlots ?? 4;
   const clock = options.clock ?? (() => Math.floor(Date.now() / 1000));
   const counters: SharedClientSessionsStats = {
@@ -127,6 +138,15 @@ export function sharedClientSessions(
     const q = p.catch(() => undefined).finally(() => pending.delete(q));
     pending.add(q);
   };
+  // A store written by someone else may throw instead of rejecting: publish and remove run inside
+  // socket events, where a throw would be uncaught.
+  const attempt = (write: () => Promise<unknown>) => {
+    try {
+      track(write());
+    } catch {
+      // dropped, as a store that fails drops a write
+    }
+  };
   const usable = (s: Session | undefined): Session | undefined => {
     if (s?.isExpiredAt(clock())) {
       counters.expired++;
@@ -135,7 +155,7 @@ export function sharedClientSessions(
     return s;
   };
   const takeTicket = (identity: Uint8Array, slot: number) =>
-    fetchStoredSession(store, ticketKey(identity, slot), { take: true, timeoutMs, onRejected })
+    fetchStoredSession(store, ticketKey(identity, slot), { take: true, timeoutMs: lateTimeoutMs, onRejected })
       .catch(() => undefined)
       .then((s) => {
         // Taken: no longer this process's to withdraw (the slot may hold a newer ticket soon).
@@ -164,6 +184,30 @@ export function sharedClientSessions(
       if (s) return s;
     }
     return undefined;
+  };
+
+  /** Files a session in its slot (a ticket in the next slot of the round robin), in the background. */
+  const put = (identity: Uint8Array, session: Session): Promise<unknown> => {
+    remember(identity, session);
+    let key: StoreKey;
+    if (session.protocolVersion === TLS1_3) {
+      const slot = nextSlot;
+      nextSlot = (nextSlot + 1) % slots;
+      key = ticketKey(identity, slot);
+      if (published.size >= MAX_PUBLISHED) published.delete(published.keys().next().value as string);
+      published.set(hexOf(session.id), slot);
+    } else {
+      key = reusableKey(identity);
+    }
+    counters.published++;
+    let write: Promise<unknown>;
+    try {
+      write = putStoredSession(store, key, session);
+    } catch {
+      return Promise.resolve(); // a store that throws drops the write, as one that fails does
+    }
+    track(write);
+    return write.catch(() => undefined);
   };
 
   return {
@@ -197,6 +241,7 @@ export function sharedClientSessions(
         }
         return undefined;
       })();
+      track(work);
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<"timeout">((resolve) => {
         timer = setTimeout(resolve, timeoutMs, "timeout");
@@ -219,20 +264,7 @@ export function sharedClientSessions(
     },
 
     publish(identity, session) {
-      if (session.id.length === 0) return;
-      remember(identity, session);
-      let key: StoreKey;
-      if (session.protocolVersion === TLS1_3) {
-        const slot = nextSlot;
-        nextSlot = (nextSlot + 1) % slots;
-        key = ticketKey(identity, slot);
-        if (published.size >= MAX_PUBLISHED) published.delete(published.keys().next().value as string);
-        published.set(hexOf(session.id), slot);
-      } else {
-        key = reusableKey(identity);
-      }
-      counters.published++;
-      track(putStoredSession(store, key, session));
+      if (session.id.length > 0) void put(identity, session);
     },
 
     remove(identity, session) {
@@ -244,13 +276,13 @@ export function sharedClientSessions(
         if (slot === undefined) return;
         published.delete(k);
         counters.removed++;
-        track(store.delete(ticketKey(identity, slot)));
+        attempt(() => store.delete(ticketKey(identity, slot)));
         return;
       }
       // The reusable slot is deleted only while it still holds this session, not a newer one.
       const key = reusableKey(identity);
       counters.removed++;
-      track(
+      attempt(() =>
         fetchStoredSession(store, key, { timeoutMs, onRejected }).then((stored) => {
           if (stored && hexOf(stored.id) === hexOf(session.id)) return store.delete(key);
         }),
@@ -258,7 +290,16 @@ export function sharedClientSessions(
     },
 
     async settled() {
-      while (pending.size > 0) await Promise.all(pending);
+      // What was issued so far (look-ups included: their late tickets are held when they end)...
+      await Promise.all([...pending]);
+      // ...then the tickets held from late look-ups go back to the store, for other processes.
+      const back: Promise<unknown>[] = [];
+      for (const [k, list] of late) {
+        const identity = Buffer.from(k, "hex");
+        for (const t of list) if (!t.isExpiredAt(clock())) back.push(put(identity, t));
+      }
+      late.clear();
+      await Promise.all(back);
     },
 
     stats: () => ({ ...counters }),
