@@ -213,19 +213,24 @@ const bounded = async <T>(what: string, ms: number, step: () => Promise<T | unde
   }
 };
 
-/** `openssl s_time -reuse`: 'r' marks a resumed connection, '*' a full handshake. */
+/**
+ * `openssl s_time -reuse`: 'r' marks a resumed connection, '*' a full handshake. TLS 1.3 reads a
+ * page each time (-www /) so that the new ticket arrives: each connection offers the last ticket.
+ */
 async function sTimeReuse(
   port: number,
   seconds: number,
+  version: "1.2" | "1.3" = "1.2",
 ): Promise<{ reused: number; full: number; out: string }> {
   const r = await run("openssl", [
     "s_time",
     "-connect",
     `127.0.0.1:${port}`,
-    "-tls1_2",
+    version === "1.2" ? "-tls1_2" : "-tls1_3",
     "-reuse",
     "-time",
     String(seconds),
+    ...(version === "1.3" ? ["-www", "/"] : []),
   ]);
   assert.equal(r.code, 0, r.stderr);
   const phase = r.stdout.split("Now timing with session id reuse.")[1] ?? "";
@@ -559,6 +564,19 @@ describe("serve --store redis://", { ...TIMEOUT, skip: skipRedis }, () => {
     assert.equal((await tls12(single.port, pki.caCert, first.session)).resumed, true);
     const back = await tls12(single.port, pki.caCert);
     assert.equal((await tls12(w.port, pki.caCert, back.session)).resumed, true);
+    assert.equal((await w.stop()).code, 0, w.stderr());
+  });
+
+  test("--workers 2 with --store redis: every TLS 1.3 ticket resumes on the other worker", async (t) => {
+    // Round-robin gives each connection to the other worker: every resumption offers a ticket the
+    // other process issued a moment before. Its SET leaves before the ticket does, so Redis always
+    // has it when the GETDEL comes (a generous look-up deadline keeps a loaded machine out of it).
+    const w = await fleet("fleet-w13", ["--store-key", key, "--workers", "2", "--lookup-timeout", "2000"]);
+    t.after(() => w.stop());
+    const { reused, full, out } = await sTimeReuse(w.port, 3, "1.3");
+    t.diagnostic(`--workers 2, TLS 1.3: ${reused}/${reused + full} reuse attempts resumed`);
+    assert.ok(reused + full >= 50, `only ${reused + full} connections:\n${out}`);
+    assert.equal(full, 0, `full handshakes among ${reused + full} reuse attempts`);
     assert.equal((await w.stop()).code, 0, w.stderr());
   });
 

@@ -713,3 +713,78 @@ describe("claimTicket: a shared store decides whether a TLS 1.3 ticket may resum
     assert.equal(s.handle.stats().ticketsRefused, 2);
   });
 });
+
+describe("TLS 1.3 look-ups and a shared store's ordering", () => {
+  it("the look-up and claim start when the hello is read, before Node's resumeSession asks", async () => {
+    let asked = 0;
+    const askedAtClaim: number[] = [];
+    const s = await start({
+      attach: {
+        claimTicket: () => {
+          askedAtClaim.push(asked);
+          // A store's round trip: answered later, while Node sets the connection up meanwhile.
+          return new Promise<boolean>((r) => setTimeout(r, 20, true));
+        },
+      },
+    });
+    after(() => s.close());
+    // Counts Node's question without answering it (the adapter answers).
+    s.server.prependListener("resumeSession", () => asked++);
+    const [t1] = (await client(s, "1.3")).sessions;
+    const askedBefore = asked;
+    const b = await client(s, "1.3", t1);
+    assert.equal(b.reused, true, "the early answer reached Node");
+    assert.deepEqual(askedAtClaim, [askedBefore], "the claim began before resumeSession was emitted");
+    assert.equal(asked, askedBefore + 1);
+    assert.equal(s.handle.stats().ticketsConsumed, 1);
+  });
+
+  it("a hello answered early still resumes when the answer comes after Node asked, or at once", async () => {
+    // The claim resolves after resumeSession (slow store) or synchronously (before it): both resume.
+    for (const delay of [30, -1]) {
+      const s = await start({
+        attach: {
+          claimTicket: () => (delay < 0 ? true : new Promise<boolean>((r) => setTimeout(r, delay, true))),
+        },
+      });
+      try {
+        const [t1, t2] = (await client(s, "1.3")).sessions;
+        assert.equal((await client(s, "1.3", t1)).reused, true, `claim after ${delay} ms`);
+        assert.equal((await client(s, "1.3", t1)).reused, false, "still single use");
+        assert.equal((await client(s, "1.3", t2)).reused, true);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
+  it("a new session reaches the cache (and its stores) before done() lets Node send it", async () => {
+    const order: string[] = [];
+    const stored: Session[] = [];
+    const cache = new SessionCache({
+      onNewSession: (x) => {
+        stored.push(x);
+        order.push("stored");
+      },
+    });
+    const s = await start({ cache });
+    after(() => s.close());
+    await client(s, "1.3");
+    assert.ok(stored.length > 0, "a real handshake stored a session");
+    order.length = 0;
+    // Node's newSession, as Node calls it: the listener must store, then release the ticket.
+    const [listener] = s.server.listeners("newSession") as ((
+      id: Buffer,
+      der: Buffer,
+      done: () => void,
+    ) => void)[];
+    const der = Buffer.from(stored[0].der);
+    listener(Buffer.from(stored[0].id), der, () => order.push("done"));
+    assert.deepEqual(order, ["stored", "done"]);
+    // An undecodable session still releases the handshake.
+    order.length = 0;
+    listener(Buffer.alloc(32), Buffer.from("not a session"), () => order.push("done"));
+    assert.deepEqual(order, ["done"]);
+    assert.equal(s.handle.stats().storeErrors, 1);
+  });
+});

@@ -4,8 +4,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { SessionCache } from "../src/engine/index.js";
-import { externalCache, generateSealKey, MemoryStore, serverStoreKey } from "../src/stores/index.js";
+import {
+  externalCache,
+  generateSealKey,
+  MemoryStore,
+  RedisStore,
+  serverStoreKey,
+} from "../src/stores/index.js";
 import { session } from "./support/engine.js";
+import { redisSkipReason, startRedis } from "./support/redis.js";
 
 const V12 = 0x0303;
 const V13 = 0x0304;
@@ -118,5 +125,51 @@ describe("externalCache: a store behind the engine's callbacks", () => {
     assert.equal(answer, undefined, "the look-up ended as a miss, not a stall");
     assert.ok(performance.now() - t0 < 500);
     assert.equal(ext.stats().timeouts, 1);
+  });
+});
+
+describe("externalCache over RedisStore (a real redis-server)", { skip: redisSkipReason() }, () => {
+  test("a new session's SET and a claim's GETDEL go on the wire in the call that issues them", async (t) => {
+    const redis = await startRedis();
+    t.after(() => redis.stop());
+    const key = generateSealKey();
+    const a = new RedisStore({ url: redis.url, keys: [key] });
+    t.after(() => a.close());
+    await a.ready();
+    // What the store hands to its socket, as it does (ioredis' connection stream).
+    const stream = (
+      a.client as unknown as { stream: { write: (chunk: unknown, ...rest: unknown[]) => boolean } }
+    ).stream;
+    const wire: string[] = [];
+    const write = stream.write;
+    stream.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
+      wire.push(typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("latin1"));
+      return write.call(this, chunk, ...rest);
+    };
+    const ext = externalCache(a, { lookupTimeout: 1000 });
+    const cache = new SessionCache({ sessionIdContext: "svc-a", ...ext });
+    const s = session({ ctx: "svc-a", time: now(), protocolVersion: V13 });
+
+    // The server adapter releases a ticket right after updateCache returns: the SET must have left
+    // by then, so a client cannot offer the ticket to another server before Redis has it.
+    const stored = cache.updateCache(s, "server");
+    assert.ok(stored);
+    assert.match(wire.join(""), /\$3\r\nset\r\n/i, "SET written before updateCache returned");
+    wire.length = 0;
+    // The adapter starts a claim while the connection is still being set up: it must be sent now,
+    // not a tick later.
+    const claim = ext.claim(stored);
+    assert.match(wire.join(""), /\$6\r\ngetdel\r\n/i, "GETDEL written before claim() returned");
+    assert.equal(await claim, true, "the SET was there for the GETDEL");
+
+    // A second server sharing the store finds the ticket gone.
+    const b = new RedisStore({ url: redis.url, keys: [key] });
+    t.after(() => b.close());
+    await b.ready();
+    const other = new SessionCache({
+      sessionIdContext: "svc-a",
+      ...externalCache(b, { lookupTimeout: 1000 }),
+    });
+    assert.equal(await other.lookup(s.id, V13), undefined);
   });
 });

@@ -32,6 +32,9 @@ export interface AttachSessionCacheOptions {
    * With a shared store: asked before a single-use TLS 1.3 ticket resumes; false means a full
    * handshake. Pass `externalCache(store).claim` so a ticket resumes once across the fleet, even on
    * the server that issued it and still holds a copy. Answered within `lookupTimeout`, else false.
+   * Like the look-up before it, it is asked as soon as the ClientHello is read, before the socket is
+   * handed to Node, so the store's round trip overlaps Node's set-up of the connection; a ticket
+   * offered on a connection that then fails is spent all the same.
    */
   claimTicket?: (session: Session) => boolean | PromiseLike<boolean>;
   /** Most milliseconds a look-up may take before it counts as a miss (default 50). */
@@ -367,8 +370,9 @@ export function attachSessionCache(
 }
 
 // ---- per-connection machinery ---------------------------------------------------------------------
-// Every handshake passes through here, so nothing below allocates a closure per connection or adds a
-// property to Node's sockets (which would give them a second shape and slow Node's own socket code):
+// Every handshake passes through here, so nothing below allocates a closure per connection (but
+// EarlyAnswer, for a hello that offers a ticket) or adds a property to Node's sockets (which would
+// give them a second shape and slow Node's own socket code):
 // the socket listeners are created once per server and find their state in a Map, and one sweep
 // timer per server (running only while something waits) enforces the hello deadline.
 
@@ -390,10 +394,39 @@ interface PendingHello {
   readonly legacyId: Uint8Array;
   /** The first 32-byte PSK identity, or undefined: nothing that can hit. */
   psk: Uint8Array | undefined;
+  /** The look-up of `psk`, started when the hello was read. */
+  early: EarlyAnswer | undefined;
   /** Connections that sent this legacy id and have not been answered yet. */
   refs: number;
   /** Sweep tick when recorded (an entry not asked for within a tick is stale). */
   readonly tick: number;
+}
+
+/**
+ * A TLS 1.3 look-up (and claim) started as soon as the hello is read, before the socket is handed to
+ * Node: a shared store's round trip then overlaps Node's own work up to resumeSession (building the
+ * TLSSocket, reading the hello again), instead of starting after it. resumeSession takes the answer,
+ * at once when it is in, else when it comes (within the look-up's and the claim's deadlines).
+ */
+class EarlyAnswer {
+  settled = false;
+  der: Uint8Array | null = null;
+  /** resumeSession's callback, when it asked before the answer came. */
+  waiting: ResumeCallback | undefined = undefined;
+  /** Given to the look-up as its callback. */
+  readonly settle: ResumeCallback;
+  constructor(reply: (cb: ResumeCallback, der: Uint8Array | null) => void) {
+    this.settle = (_err, der) => {
+      if (this.settled) return;
+      this.settled = true;
+      this.der = der;
+      const cb = this.waiting;
+      if (cb !== undefined) {
+        this.waiting = undefined;
+        reply(cb, der);
+      }
+    };
+  }
 }
 
 interface AdapterOptions {
@@ -543,7 +576,12 @@ class ServerAdapter {
             break;
           }
         }
-        this.remember(h.legacyId, psk);
+        const e = this.remember(h.legacyId, psk);
+        // Before the hand-off, so the store is already at work while Node sets the connection up.
+        if (e !== undefined && psk !== undefined) {
+          e.early = new EarlyAnswer(this.replyTo);
+          this.lookup(psk, TLS1_3_VERSION, e.early.settle);
+        }
       }
     } else {
       this.st.helloNotUnderstood++;
@@ -561,19 +599,23 @@ class ServerAdapter {
     p.socket.destroy();
   }
 
-  private remember(legacyId: Uint8Array, psk: Uint8Array | undefined): void {
+  /** Records a hello for resumeSession; returns the new entry, or undefined for a duplicate. */
+  private remember(legacyId: Uint8Array, psk: Uint8Array | undefined): PendingHello | undefined {
     const key = idHash(legacyId);
-    const e = this.pending.get(key);
+    let e = this.pending.get(key);
     if (e === undefined) {
-      this.pending.set(key, { legacyId: legacyId.slice(), psk, refs: 1, tick: this.tick });
-    } else {
-      // Two connections with one "random" legacy id (a client bug or a forgery), or a hash
-      // collision: when resumeSession asks, neither can be told from the other, so both get a
-      // full handshake.
-      e.psk = undefined;
-      e.refs++;
+      e = { legacyId: legacyId.slice(), psk, early: undefined, refs: 1, tick: this.tick };
+      this.pending.set(key, e);
+      this.startSweep();
+      return e;
     }
+    // Two connections with one "random" legacy id (a client bug or a forgery), or a hash
+    // collision: when resumeSession asks, neither can be told from the other, so both get a full
+    // handshake (a look-up already started for the first is dropped; its ticket is spent).
+    e.psk = undefined;
+    e.refs++;
     this.startSweep();
+    return undefined;
   }
 
   private startSweep(): void {
@@ -605,9 +647,20 @@ class ServerAdapter {
   // ---- newSession / resumeSession / secureConnection -------------------------------------------
 
   readonly onNewSession = (_id: Buffer, der: Buffer, done: () => void): void => {
-    // R14/§9: the server writes nothing until done(); the cache (and any slow store behind it)
-    // gets the session afterwards.
-    done();
+    // R14/§9: the server writes nothing until done(). The session goes to the cache first, so that
+    // a shared store's write has left (stores send, they never wait: nothing here awaits) before
+    // the client can hold the ticket or session id and offer it to another server of the fleet.
+    // The price: the ticket (TLS 1.2: the server's Finished) waits for the synchronous part of
+    // storing (decoding, sealing, handing the write to the socket), work that used to run just
+    // after it in the same turn.
+    try {
+      this.store(der);
+    } finally {
+      done();
+    }
+  };
+
+  private store(der: Buffer): void {
     let session: Session;
     try {
       session = parseSession(der);
@@ -625,7 +678,7 @@ class ServerAdapter {
       this.st.storeErrors++;
       this.log.log("store", () => `storing a new session failed: ${(err as Error)?.message}`);
     }
-  };
+  }
 
   readonly onResumeSession = (id: Buffer, cb: ResumeCallback): void => {
     if (this.pending.size > 0) {
@@ -640,7 +693,10 @@ class ServerAdapter {
           miss(cb);
           return;
         }
-        this.lookup(e.psk, TLS1_3_VERSION, cb);
+        const early = e.early;
+        if (early === undefined) this.lookup(e.psk, TLS1_3_VERSION, cb);
+        else if (early.settled) this.reply(cb, early.der);
+        else early.waiting = cb;
         return;
       }
     }
@@ -731,6 +787,8 @@ class ServerAdapter {
       this.log.log("remove", () => `removing a used ticket failed: ${(err as Error)?.message}`);
     }
   }
+
+  private readonly replyTo = (cb: ResumeCallback, der: Uint8Array | null): void => this.reply(cb, der);
 
   private reply(cb: ResumeCallback, der: Uint8Array | null): void {
     try {

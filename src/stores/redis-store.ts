@@ -8,7 +8,13 @@
 //   counted in `dropped`;
 // - reconnection backs off exponentially (100 ms doubling to 2 s, with jitter), forever;
 // - a socket that answers nothing for 5 s while commands are pending is dropped and reconnected.
-// Commands are auto-pipelined: all commands issued in one tick go out in one write.
+// Commands are not auto-pipelined: each goes out in the call that issues it, in the order issued.
+// A look-up's GETDEL or GET is then on the wire while the handshake is still being set up (the server
+// adapter starts it as soon as it has read the ClientHello), not a tick later behind a pipeline still
+// waiting for its replies; and a new session's SET leaves before the TLS layer releases the ticket
+// (the adapter stores before it lets Node send it), so a client cannot present a ticket to another
+// server before Redis has it. Measured on loopback, auto-pipelining cost a sequential TLS 1.3
+// resumption more (a setImmediate, the pipeline's bookkeeping) than the writes it saved.
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { StoreKey } from "../engine/store.js";
@@ -139,7 +145,7 @@ export class RedisStore implements SealingSessionStore {
       Math.min(100 * 2 ** Math.min(times - 1, 20), maxBackoff) + Math.floor(Math.random() * 100);
 
     const common: RedisOptions = {
-      enableAutoPipelining: true,
+      enableAutoPipelining: false,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -169,7 +175,7 @@ export class RedisStore implements SealingSessionStore {
       this.client = new Cluster(
         seeds.map((s) => ({ host: s.host, port: s.port })),
         {
-          enableAutoPipelining: true,
+          enableAutoPipelining: false,
           enableOfflineQueue: false,
           clusterRetryStrategy: backoff,
           // Cluster nodes do not reconnect on their own by default; a restarted node should.
