@@ -219,7 +219,7 @@ export function sharedClientSessions(
         return held;
       }
       let timedOut = false;
-      // The reusable slot is read beside the first ticket slot (one round trip when pipelined); it
+      // The reusable slot is read beside the first ticket slot (both in flight at once: one round trip); it
       // is used only when no ticket is found, and a reusable session found means the server spoke
       // TLS 1.2 last, so the remaining ticket slots are not probed. When this process saw the
       // identity use TLS 1.3 last, the reusable slot is not read at all (one command less).
