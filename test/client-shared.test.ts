@@ -140,195 +140,169 @@ function slowTakes(inner: SealingSessionStore, delayMs: number) {
 }
 
 describe("client cache on a shared store (in-process, sealed MemoryStore)", () => {
+  const servers = {} as Record<Version, { port: number; close(): void }>;
+  before(async () => {
+    servers["TLSv1.2"] = await tlsServer("TLSv1.2");
+    servers["TLSv1.3"] = await tlsServer("TLSv1.3");
+  });
+  after(() => {
+    for (const s of Object.values(servers)) s.close();
+  });
+
   test("TLS 1.2: another cache resumes the session through the store, and it stays shared", async () => {
-    const server = await tlsServer("TLSv1.2");
-    try {
-      const store = sealedMemoryStore();
-      const opts = target(server.port, "TLSv1.2");
-      const a = processCache(store);
-      assert.equal(await connectOnce(a.cache, opts), false);
-      await a.cache.save();
-      assert.equal(store.size, 1);
-      const b = processCache(store);
-      const c = processCache(store);
-      assert.equal(await connectOnce(b.cache, opts), true);
-      assert.equal(await connectOnce(c.cache, opts), true, "a TLS 1.2 session is read, not taken");
-      // b keeps it locally: its next connection needs no store round trip.
-      assert.equal(b.cache.sessions(clientIdentity(opts)).length, 1);
-      const lookups = b.shared.stats().lookups;
-      assert.equal(await connectOnce(b.cache, opts), true);
-      assert.equal(b.shared.stats().lookups, lookups);
-    } finally {
-      server.close();
-    }
+    const store = sealedMemoryStore();
+    const opts = target(servers["TLSv1.2"].port, "TLSv1.2");
+    const a = processCache(store);
+    assert.equal(await connectOnce(a.cache, opts), false);
+    await a.cache.save();
+    assert.equal(store.size, 1);
+    const b = processCache(store);
+    const c = processCache(store);
+    assert.equal(await connectOnce(b.cache, opts), true);
+    assert.equal(await connectOnce(c.cache, opts), true, "a TLS 1.2 session is read, not taken");
+    // b keeps it locally: its next connection needs no store round trip.
+    assert.equal(b.cache.sessions(clientIdentity(opts)).length, 1);
+    const lookups = b.shared.stats().lookups;
+    assert.equal(await connectOnce(b.cache, opts), true);
+    assert.equal(b.shared.stats().lookups, lookups);
   });
 
   test("TLS 1.3: a ticket is here or in the store, never both, and each is offered once", async () => {
-    const server = await tlsServer("TLSv1.3");
-    try {
-      const store = sealedMemoryStore();
-      const opts = target(server.port, "TLSv1.3");
-      const a = processCache(store);
-      assert.equal(await connectOnce(a.cache, opts), false);
-      // A Node server issues two tickets after a full handshake: the newest stays, one is shared.
-      await a.shared.settled();
-      assert.equal(store.size, 1);
-      assert.equal(a.cache.sessions(clientIdentity(opts)).length, 1);
-      // save() (before a process exits) hands the one kept over too.
-      await a.cache.save();
-      assert.equal(store.size, 2);
-      assert.equal(a.cache.sessions(clientIdentity(opts)).length, 0);
-      const b = processCache(store);
-      const c = processCache(store);
-      const d = processCache(store);
-      assert.equal(await connectOnce(b.cache, opts), true);
-      assert.equal(store.size, 1);
-      assert.equal(await connectOnce(c.cache, opts), true);
-      // A Node 20 server issues no ticket on a resumed connection: the store is empty now.
-      assert.equal(store.size, 0);
-      assert.equal(await connectOnce(d.cache, opts), false);
-      await d.cache.save();
-      assert.equal(store.size, 2, "the full handshake's tickets are shared again");
-      assert.deepEqual(
-        [b, c, d].map((p) => p.shared.stats().tickets),
-        [1, 1, 0],
-      );
-    } finally {
-      server.close();
-    }
+    const store = sealedMemoryStore();
+    const opts = target(servers["TLSv1.3"].port, "TLSv1.3");
+    const a = processCache(store);
+    assert.equal(await connectOnce(a.cache, opts), false);
+    // A Node server issues two tickets after a full handshake: the newest stays, one is shared.
+    await a.shared.settled();
+    assert.equal(store.size, 1);
+    assert.equal(a.cache.sessions(clientIdentity(opts)).length, 1);
+    // save() (before a process exits) hands the one kept over too.
+    await a.cache.save();
+    assert.equal(store.size, 2);
+    assert.equal(a.cache.sessions(clientIdentity(opts)).length, 0);
+    const b = processCache(store);
+    const c = processCache(store);
+    const d = processCache(store);
+    assert.equal(await connectOnce(b.cache, opts), true);
+    assert.equal(store.size, 1);
+    assert.equal(await connectOnce(c.cache, opts), true);
+    // A Node 20 server issues no ticket on a resumed connection: the store is empty now.
+    assert.equal(store.size, 0);
+    assert.equal(await connectOnce(d.cache, opts), false);
+    await d.cache.save();
+    assert.equal(store.size, 2, "the full handshake's tickets are shared again");
+    assert.deepEqual(
+      [b, c, d].map((p) => p.shared.stats().tickets),
+      [1, 1, 0],
+    );
   });
 
   test("TLS 1.3: a process resumes from the ticket it kept without asking the store", async () => {
-    const server = await tlsServer("TLSv1.3");
-    try {
-      const store = sealedMemoryStore();
-      const opts = target(server.port, "TLSv1.3");
-      const a = processCache(store);
-      assert.equal(await connectOnce(a.cache, opts), false);
-      assert.equal(a.shared.stats().lookups, 1);
-      assert.equal(await connectOnce(a.cache, opts), true);
-      assert.equal(a.shared.stats().lookups, 1, "the kept ticket needed no look-up");
-      // Then the one it shared comes back from the store (nobody else took it); the identity is
-      // known to speak TLS 1.3, so the TLS 1.2 slot is not read.
-      const gets = store.stats().gets;
-      assert.equal(await connectOnce(a.cache, opts), true);
-      assert.equal(store.stats().gets, gets);
-      assert.deepEqual([a.shared.stats().lookups, a.shared.stats().tickets], [2, 1]);
-    } finally {
-      server.close();
-    }
+    const store = sealedMemoryStore();
+    const opts = target(servers["TLSv1.3"].port, "TLSv1.3");
+    const a = processCache(store);
+    assert.equal(await connectOnce(a.cache, opts), false);
+    assert.equal(a.shared.stats().lookups, 1);
+    assert.equal(await connectOnce(a.cache, opts), true);
+    assert.equal(a.shared.stats().lookups, 1, "the kept ticket needed no look-up");
+    // Then the one it shared comes back from the store (nobody else took it); the identity is
+    // known to speak TLS 1.3, so the TLS 1.2 slot is not read.
+    const gets = store.stats().gets;
+    assert.equal(await connectOnce(a.cache, opts), true);
+    assert.equal(store.stats().gets, gets);
+    assert.deepEqual([a.shared.stats().lookups, a.shared.stats().tickets], [2, 1]);
   });
 
   test("a value moved to another identity does not open and is counted", async () => {
     const store = sealedMemoryStore();
-    const server = await tlsServer("TLSv1.2");
-    try {
-      const opts = target(server.port, "TLSv1.2");
-      const a = processCache(store);
-      await connectOnce(a.cache, opts);
-      await a.cache.save();
-      const slotKey = (identity: Uint8Array): StoreKey => ({
-        namespace: "client",
-        protocolVersion: 0x0303,
-        context: identity,
-        id: new Uint8Array([0]),
-      });
-      const other = clientIdentity({ ...opts, servername: "other.example" });
-      const value = await store.get(slotKey(clientIdentity(opts).hash));
-      assert.ok(value);
-      await store.set(slotKey(other.hash), value, Math.floor(Date.now() / 1000) + 60);
-      const rejected: string[] = [];
-      const b = processCache(store, { onRejected: (e) => rejected.push(e.reason) });
-      assert.equal(await b.shared.fetch(other.hash), undefined);
-      assert.deepEqual(rejected, ["auth-failed"]);
-      assert.equal(b.shared.stats().rejected, 1);
-    } finally {
-      server.close();
-    }
+    const opts = target(servers["TLSv1.2"].port, "TLSv1.2");
+    const a = processCache(store);
+    await connectOnce(a.cache, opts);
+    await a.cache.save();
+    const slotKey = (identity: Uint8Array): StoreKey => ({
+      namespace: "client",
+      protocolVersion: 0x0303,
+      context: identity,
+      id: new Uint8Array([0]),
+    });
+    const other = clientIdentity({ ...opts, servername: "other.example" });
+    const value = await store.get(slotKey(clientIdentity(opts).hash));
+    assert.ok(value);
+    await store.set(slotKey(other.hash), value, Math.floor(Date.now() / 1000) + 60);
+    const rejected: string[] = [];
+    const b = processCache(store, { onRejected: (e) => rejected.push(e.reason) });
+    assert.equal(await b.shared.fetch(other.hash), undefined);
+    assert.deepEqual(rejected, ["auth-failed"]);
+    assert.equal(b.shared.stats().rejected, 1);
   });
 
   test("a store slower than the deadline: a full handshake on time; the late ticket serves the next connection", async () => {
-    const server = await tlsServer("TLSv1.3");
-    try {
-      const inner = sealedMemoryStore();
-      const opts = target(server.port, "TLSv1.3");
-      // One ticket slot: the second of the server's two tickets replaces the first.
-      const a = processCache(inner, { ticketSlots: 1 });
-      await connectOnce(a.cache, opts);
-      await a.cache.save();
-      assert.equal(inner.size, 1);
-      const { store: slow, taken: released } = slowTakes(inner, 300);
-      const b = processCache(slow, { lookupTimeout: 40, ticketSlots: 1 });
-      const t0 = performance.now();
-      const plan = await b.cache.prepareAsync(opts);
-      const waited = performance.now() - t0;
-      assert.equal(plan.session, undefined);
-      assert.ok(waited < 200, `waited ${waited.toFixed(0)} ms for a 40 ms deadline`);
-      assert.equal(b.shared.stats().timeouts, 1);
-      await released;
-      await new Promise((r) => setImmediate(r));
-      assert.equal(b.shared.stats().late, 1);
-      assert.equal(inner.size, 0);
-      assert.equal(await connectOnce(b.cache, opts), true, "the late ticket is used next");
-    } finally {
-      server.close();
-    }
+    const inner = sealedMemoryStore();
+    const opts = target(servers["TLSv1.3"].port, "TLSv1.3");
+    // One ticket slot: the second of the server's two tickets replaces the first.
+    const a = processCache(inner, { ticketSlots: 1 });
+    await connectOnce(a.cache, opts);
+    await a.cache.save();
+    assert.equal(inner.size, 1);
+    const { store: slow, taken: released } = slowTakes(inner, 300);
+    const b = processCache(slow, { lookupTimeout: 40, ticketSlots: 1 });
+    const t0 = performance.now();
+    const plan = await b.cache.prepareAsync(opts);
+    const waited = performance.now() - t0;
+    assert.equal(plan.session, undefined);
+    assert.ok(waited < 200, `waited ${waited.toFixed(0)} ms for a 40 ms deadline`);
+    assert.equal(b.shared.stats().timeouts, 1);
+    await released;
+    await new Promise((r) => setImmediate(r));
+    assert.equal(b.shared.stats().late, 1);
+    assert.equal(inner.size, 0);
+    assert.equal(await connectOnce(b.cache, opts), true, "the late ticket is used next");
   });
 
   test("a failed TLS 1.2 session is withdrawn from the store, a newer one in its slot is not", async () => {
     const store = sealedMemoryStore();
-    const server = await tlsServer("TLSv1.2");
-    try {
-      const opts = target(server.port, "TLSv1.2");
-      const identity = clientIdentity(opts);
-      const a = processCache(store);
-      await connectOnce(a.cache, opts);
-      const [first] = a.cache.sessions(identity);
-      assert.ok(first);
-      await a.cache.save();
-      // c makes a new session (prepare() alone does not ask the store), which replaces a's there.
-      const c = processCache(store);
-      const plan = c.cache.prepare(opts);
-      assert.equal(plan.session, undefined);
-      const s = tls.connect(plan.options);
-      c.cache.attach(s, plan);
-      s.resume();
-      await once(s, "close");
-      await c.cache.save();
-      const [newer] = c.cache.sessions(identity);
-      assert.ok(newer && Buffer.compare(newer.id, first.id) !== 0);
-      // a's (older) session failed: the slot holds c's, so it stays.
-      a.cache.remove(first, identity);
-      await a.cache.save();
-      assert.equal(store.size, 1);
-      const b = processCache(store);
-      assert.equal(Buffer.compare((await b.shared.fetch(identity.hash))!.id, newer.id), 0);
-      // c's failed: withdrawn.
-      c.cache.remove(newer, identity);
-      await c.cache.save();
-      assert.equal(store.size, 0);
-    } finally {
-      server.close();
-    }
+    const opts = target(servers["TLSv1.2"].port, "TLSv1.2");
+    const identity = clientIdentity(opts);
+    const a = processCache(store);
+    await connectOnce(a.cache, opts);
+    const [first] = a.cache.sessions(identity);
+    assert.ok(first);
+    await a.cache.save();
+    // c makes a new session (prepare() alone does not ask the store), which replaces a's there.
+    const c = processCache(store);
+    const plan = c.cache.prepare(opts);
+    assert.equal(plan.session, undefined);
+    const s = tls.connect(plan.options);
+    c.cache.attach(s, plan);
+    s.resume();
+    await once(s, "close");
+    await c.cache.save();
+    const [newer] = c.cache.sessions(identity);
+    assert.ok(newer && Buffer.compare(newer.id, first.id) !== 0);
+    // a's (older) session failed: the slot holds c's, so it stays.
+    a.cache.remove(first, identity);
+    await a.cache.save();
+    assert.equal(store.size, 1);
+    const b = processCache(store);
+    assert.equal(Buffer.compare((await b.shared.fetch(identity.hash))!.id, newer.id), 0);
+    // c's failed: withdrawn.
+    c.cache.remove(newer, identity);
+    await c.cache.save();
+    assert.equal(store.size, 0);
   });
 
   test("identities built on a secureContext never reach the store", async () => {
     const store = sealedMemoryStore();
-    const server = await tlsServer("TLSv1.3");
-    try {
-      const secureContext = tls.createSecureContext({ ca: pki.caCert });
-      const opts = { ...target(server.port, "TLSv1.3"), ca: undefined, secureContext };
-      const a = processCache(store);
-      assert.equal(await connectOnce(a.cache, opts), false);
-      await a.cache.save();
-      assert.equal(store.size, 0);
-      assert.equal(a.shared.stats().published, 0);
-      // Kept locally as without a store: the next connection resumes with no look-up.
-      assert.equal(await connectOnce(a.cache, opts), true);
-      assert.equal(a.shared.stats().lookups, 0);
-    } finally {
-      server.close();
-    }
+    const secureContext = tls.createSecureContext({ ca: pki.caCert });
+    const opts = { ...target(servers["TLSv1.3"].port, "TLSv1.3"), ca: undefined, secureContext };
+    const a = processCache(store);
+    assert.equal(await connectOnce(a.cache, opts), false);
+    await a.cache.save();
+    assert.equal(store.size, 0);
+    assert.equal(a.shared.stats().published, 0);
+    // Kept locally as without a store: the next connection resumes with no look-up.
+    assert.equal(await connectOnce(a.cache, opts), true);
+    assert.equal(a.shared.stats().lookups, 0);
   });
 
   for (const v of ["TLSv1.2", "TLSv1.3"] as const) {
@@ -437,55 +411,45 @@ describe("client cache on a shared store (in-process, sealed MemoryStore)", () =
   });
 
   test("ticketsPerIdentity: 1 still shares the older ticket rather than dropping it", async () => {
-    const server = await tlsServer("TLSv1.3");
-    try {
-      const store = sealedMemoryStore();
-      const shared = sharedClientSessions(store);
-      const cache = new ClientSessionCache({ shared, ticketsPerIdentity: 1 });
-      const opts = target(server.port, "TLSv1.3");
-      await connectOnce(cache, opts);
-      await shared.settled();
-      assert.equal(store.size, 1);
-      assert.equal(cache.sessions(clientIdentity(opts)).length, 1);
-    } finally {
-      server.close();
-    }
+    const store = sealedMemoryStore();
+    const shared = sharedClientSessions(store);
+    const cache = new ClientSessionCache({ shared, ticketsPerIdentity: 1 });
+    const opts = target(servers["TLSv1.3"].port, "TLSv1.3");
+    await connectOnce(cache, opts);
+    await shared.settled();
+    assert.equal(store.size, 1);
+    assert.equal(cache.sessions(clientIdentity(opts)).length, 1);
   });
 
   test("a store that throws instead of rejecting costs sharing, never the connection or the process", async () => {
-    const server = await tlsServer("TLSv1.2");
-    try {
-      const inner = sealedMemoryStore();
-      const throwing: SealingSessionStore = {
-        sealer: inner.sealer,
-        get: () => {
-          throw new Error("get: boom");
-        },
-        set: () => {
-          throw new Error("set: boom");
-        },
-        delete: () => {
-          throw new Error("delete: boom");
-        },
-        take: () => {
-          throw new Error("take: boom");
-        },
-        close: () => inner.close(),
-        stats: () => inner.stats(),
-      };
-      const a = processCache(throwing);
-      const opts = target(server.port, "TLSv1.2");
-      assert.equal(await connectOnce(a.cache, opts), false);
-      assert.equal(a.shared.stats().published, 1);
-      assert.equal(await connectOnce(a.cache, opts), true, "the local copy still works");
-      const [s] = a.cache.sessions(clientIdentity(opts));
-      a.cache.remove(s!, clientIdentity(opts));
-      await a.cache.save();
-      const b = processCache(throwing);
-      assert.equal(await connectOnce(b.cache, opts), false);
-    } finally {
-      server.close();
-    }
+    const inner = sealedMemoryStore();
+    const throwing: SealingSessionStore = {
+      sealer: inner.sealer,
+      get: () => {
+        throw new Error("get: boom");
+      },
+      set: () => {
+        throw new Error("set: boom");
+      },
+      delete: () => {
+        throw new Error("delete: boom");
+      },
+      take: () => {
+        throw new Error("take: boom");
+      },
+      close: () => inner.close(),
+      stats: () => inner.stats(),
+    };
+    const a = processCache(throwing);
+    const opts = target(servers["TLSv1.2"].port, "TLSv1.2");
+    assert.equal(await connectOnce(a.cache, opts), false);
+    assert.equal(a.shared.stats().published, 1);
+    assert.equal(await connectOnce(a.cache, opts), true, "the local copy still works");
+    const [s] = a.cache.sessions(clientIdentity(opts));
+    a.cache.remove(s!, clientIdentity(opts));
+    await a.cache.save();
+    const b = processCache(throwing);
+    assert.equal(await connectOnce(b.cache, opts), false);
   });
 
   test("undici: a connect timeout during the look-up fails the request; the ticket taken comes back here", async () => {
