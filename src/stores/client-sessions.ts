@@ -14,6 +14,7 @@
 // check in the client cache still applies on top.
 import { randomInt } from "node:crypto";
 import type { SharedClientSessions, StoreKey } from "../engine/store.js";
+import { sameBytes } from "../session/bytes.js";
 import type { Session } from "../session/types.js";
 import { fetchStoredSession, putStoredSession } from "./checked.js";
 import type { StoreValueError } from "./errors.js";
@@ -284,7 +285,7 @@ export function sharedClientSessions(
       counters.removed++;
       attempt(() =>
         fetchStoredSession(store, key, { timeoutMs, onRejected }).then((stored) => {
-          if (stored && hexOf(stored.id) === hexOf(session.id)) return store.delete(key);
+          if (stored && sameBytes(stored.id, session.id)) return store.delete(key);
         }),
       );
     },
