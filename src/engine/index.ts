@@ -13,6 +13,7 @@ export {
   InvalidSessionIdError,
   MAX_SESSION_ID_CONTEXT_LENGTH,
   MAX_SESSION_ID_LENGTH,
+  type RemoveReason,
   SessionCache,
   type SessionCacheCallback,
   type SessionCacheMemory,

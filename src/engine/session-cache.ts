@@ -64,6 +64,20 @@ export interface SessionCacheStats {
 
 export type ExternalLookupResult = Session | Uint8Array | undefined | null;
 
+/**
+ * Why a session left the internal cache, the remove callback's second argument (R16, R26):
+ * - "removed": removeSession() (R15), which the server adapter also uses for a consumed single-use
+ *   TLS 1.3 ticket (R22) and a session that failed (R23). The only invalidation: shared stores
+ *   drop the session too.
+ * - "evicted": the cache was full and a new session (or an external hit copied in) took its place.
+ * - "expired": found expired on a look-up (R7).
+ * - "flushed": flush(), explicit or automatic (R17, R18).
+ * - "closed": close() emptied the cache.
+ * The last four are local: another node may still resume the session, and a shared store expires
+ * it on its own (its TTL is the session's lifetime).
+ */
+export type RemoveReason = "removed" | "evicted" | "expired" | "flushed" | "closed";
+
 /** Which user callback threw (reported through onError; the cache carries on). */
 export type SessionCacheCallback = "onNewSession" | "onRemoveSession" | "getSession";
 
@@ -75,8 +89,11 @@ export interface SessionCacheOptions {
   clock?: () => number; // seconds since the epoch; default Date.now()/1000 floored
   /** SSL_CTX_sess_set_new_cb: the external cache gets every new session (R14). */
   onNewSession?: (session: Session) => void;
-  /** SSL_CTX_sess_set_remove_cb (R15, R16). */
-  onRemoveSession?: (session: Session) => void;
+  /**
+   * SSL_CTX_sess_set_remove_cb (R15, R16): called for every session leaving the cache, with why
+   * (R26: only "removed" is an invalidation a shared store must hear).
+   */
+  onRemoveSession?: (session: Session, reason: RemoveReason) => void;
   /**
    * SSL_CTX_sess_set_get_cb (R6): may answer asynchronously. `context` is the cache's session-id
    * context (shared stores file sessions under it); read it, do not modify it.
@@ -124,7 +141,7 @@ export class SessionCache {
   private sidCtxIndex: number;
   private readonly clock: () => number;
   private readonly onNew: ((session: Session) => void) | undefined;
-  private readonly onRemove: ((session: Session) => void) | undefined;
+  private readonly onRemove: ((session: Session, reason: RemoveReason) => void) | undefined;
   private readonly getExternal: SessionCacheOptions["getSession"];
   private readonly onError: SessionCacheOptions["onError"];
   private readonly index = new PackedIndex();
@@ -240,7 +257,7 @@ export class SessionCache {
    * session simply cannot be found any more.)
    */
   removeSession(session: Session | Uint8Array): boolean {
-    return this.removeParsed(this.toSession(session, this.clock()));
+    return this.removeParsed(this.toSession(session, this.clock()), "removed");
   }
 
   /**
@@ -249,16 +266,7 @@ export class SessionCache {
    * Returns how many it removed. Counters are unchanged.
    */
   flush(t?: number): number {
-    const at = t === undefined ? this.clock() : t;
-    if (typeof at !== "number" || Number.isNaN(at))
-      throw new TypeError(`flush time must be a number, got ${at}`);
-    const idx = this.index;
-    let n = 0;
-    while (idx.tail !== NIL && (at === 0 || at > idx.expiryOf(idx.tail))) {
-      this.drop(idx.tail);
-      n++;
-    }
-    return n;
+    return this.flushAt(t, "flushed");
   }
 
   /**
@@ -329,7 +337,7 @@ export class SessionCache {
    * Idempotent; the cache stays usable (it is simply empty).
    */
   close(): void {
-    this.flush(0);
+    this.flushAt(0, "closed");
     if (this.index.count === 0) this.index.reset();
   }
 
@@ -455,6 +463,7 @@ export class SessionCache {
       while (idx.count >= size) {
         const v = idx.tail;
         if (this.onRemove !== undefined) {
+          // R26: "evicted", local only (also when the new session is an external hit copied in).
           victims ??= [];
           victims.push(this.materialize(v));
         }
@@ -468,7 +477,7 @@ export class SessionCache {
       idx.contexts.release(ctx);
       throw err;
     }
-    if (victims !== undefined) for (const v of victims) this.fireRemove(v);
+    if (victims !== undefined) for (const v of victims) this.fireRemove(v, "evicted");
     return true;
   }
 
@@ -508,7 +517,7 @@ export class SessionCache {
     if (idx.contextOf(e) !== this.sidCtxIndex) return undefined;
     if (this.clock() > idx.expiryOf(e)) {
       this.timeouts++;
-      this.drop(e);
+      this.drop(e, "expired");
       return undefined;
     }
     this.hits++;
@@ -549,7 +558,7 @@ export class SessionCache {
       if (!sameBytes(s.sessionIdContext, this.sidCtx)) return undefined;
       if (now > s.expiresAt) {
         this.timeouts++;
-        this.removeParsed(s);
+        this.removeParsed(s, "expired");
         return undefined;
       }
       this.hits++;
@@ -560,7 +569,21 @@ export class SessionCache {
     }
   }
 
-  private removeParsed(s: Session): boolean {
+  /** flush(t) with the reason its removals carry ("flushed", or "closed" from close()). */
+  private flushAt(t: number | undefined, reason: RemoveReason): number {
+    const at = t === undefined ? this.clock() : t;
+    if (typeof at !== "number" || Number.isNaN(at))
+      throw new TypeError(`flush time must be a number, got ${at}`);
+    const idx = this.index;
+    let n = 0;
+    while (idx.tail !== NIL && (at === 0 || at > idx.expiryOf(idx.tail))) {
+      this.drop(idx.tail, reason);
+      n++;
+    }
+    return n;
+  }
+
+  private removeParsed(s: Session, reason: RemoveReason): boolean {
     const id = s.id;
     const n = id.length;
     if (n === 0) return false;
@@ -568,19 +591,19 @@ export class SessionCache {
     const idx = this.index;
     const e = idx.find(id, s.protocolVersion, idx.hash(id, 0, n, s.protocolVersion));
     if (e !== NIL) idx.remove(e);
-    this.fireRemove(s);
+    this.fireRemove(s, reason);
     return e !== NIL;
   }
 
   /** Removes entry e with the remove callback (R16). */
-  private drop(e: number): void {
+  private drop(e: number, reason: RemoveReason): void {
     if (this.onRemove === undefined) {
       this.index.remove(e);
       return;
     }
     const s = this.materialize(e);
     this.index.remove(e);
-    this.fireRemove(s);
+    this.fireRemove(s, reason);
   }
 
   /** A Session over a fresh copy of entry e's bytes (the slab slot will be reused), decoded lazily. */
@@ -600,11 +623,11 @@ export class SessionCache {
     throw new TypeError("expected a Session or its DER bytes");
   }
 
-  private fireRemove(s: Session): void {
+  private fireRemove(s: Session, reason: RemoveReason): void {
     const cb = this.onRemove;
     if (cb === undefined) return;
     try {
-      cb(s);
+      cb(s, reason);
     } catch (err) {
       this.report(err, "onRemoveSession");
     }
