@@ -322,6 +322,7 @@ describe("MemoryStore", () => {
       timeouts: 0,
       dropped: 0,
       inFlight: 0,
+      oversized: 0,
     });
     await s.close();
   });

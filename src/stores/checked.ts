@@ -26,7 +26,7 @@ export interface OpenOptions {
  *
  * The server namespace's context is the session-id context and is compared with the session's own.
  * The client namespace's context is an identity hash the session does not carry: there the binding
- * is the sealing's associated data alone (plaintext mode does not bind it).
+ * is the sealing's associated data, or in plaintext mode the key the value carries (sealing.ts).
  */
 export function openStoredSession(
   key: StoreKey,

@@ -12,12 +12,20 @@
 // Values are sealed with the store's Sealer under their key, so a value moved to another identity
 // or slot does not open; every value read is checked (fetchStoredSession) and the resumed identity
 // check in the client cache still applies on top.
+//
+// R28: a client resumes whatever session it is handed, so a plaintext value planted by someone who
+// can write to the store (a master secret they know, the real server's certificate) is a full
+// man-in-the-middle. On a store other hosts can reach (scope "network": Redis, or a store that
+// does not say) plaintext is refused when this is built (PlaintextClientStoreError). Where it is
+// allowed (memory, the node:cluster primary) plaintext values still carry their key, so a value
+// read under identity X that was written under Y is refused. Sessions over the store's
+// maxSessionBytes stay local.
 import { randomInt } from "node:crypto";
 import type { SharedClientSessions, StoreKey } from "../engine/store.js";
 import { sameBytes } from "../session/bytes.js";
 import type { Session } from "../session/types.js";
 import { fetchStoredSession, putStoredSession } from "./checked.js";
-import type { StoreValueError } from "./errors.js";
+import { PlaintextClientStoreError, StoreValueError } from "./errors.js";
 import type { SealingSessionStore } from "./types.js";
 
 const TLS1_2 = 0x0303;
@@ -64,6 +72,8 @@ export interface SharedClientSessionsStats {
   expired: number;
   published: number;
   removed: number;
+  /** sessions not shared because they weigh more than the store's maxSessionBytes (kept local). */
+  tooLarge: number;
 }
 
 export interface SharedClientSessionsHandle extends SharedClientSessions {
@@ -90,6 +100,8 @@ export function sharedClientSessions(
   options: SharedClientSessionsOptions = {},
 ): SharedClientSessionsHandle {
   checkOptions(options);
+  const scope = store.scope ?? "network";
+  if (store.sealer.plaintext && scope === "network") throw new PlaintextClientStoreError(scope);
   const timeoutMs = options.lookupTimeout ?? 50;
   const lateTimeoutMs = Math.max(options.lateTimeout ?? 2000, timeoutMs);
   const slots = options.ticketSlots ?? 4;
@@ -104,6 +116,7 @@ export function sharedClientSessions(
     expired: 0,
     published: 0,
     removed: 0,
+    tooLarge: 0,
   };
   const onRejected = (err: StoreValueError) => {
     counters.rejected++;
@@ -190,6 +203,11 @@ export function sharedClientSessions(
   /** Files a session in its slot (a ticket in the next slot of the round robin), in the background. */
   const put = (identity: Uint8Array, session: Session): Promise<unknown> => {
     remember(identity, session);
+    const max = store.maxSessionBytes;
+    if (max !== undefined && session.der.length > max) {
+      counters.tooLarge++; // R28: stays local
+      return Promise.resolve();
+    }
     let key: StoreKey;
     if (session.protocolVersion === TLS1_3) {
       const slot = nextSlot;
@@ -204,8 +222,11 @@ export function sharedClientSessions(
     let write: Promise<unknown>;
     try {
       write = putStoredSession(store, key, session);
-    } catch {
-      return Promise.resolve(); // a store that throws drops the write, as one that fails does
+    } catch (err) {
+      // A session over what any sealer takes stays local; a store that throws drops the write,
+      // as one that fails does.
+      if (err instanceof StoreValueError && err.reason === "too-large") counters.tooLarge++;
+      return Promise.resolve();
     }
     track(write);
     return write.catch(() => undefined);

@@ -11,11 +11,26 @@
 // Values travel and rest as base64 text (the default IPC serialization is JSON). They are sealed
 // like any store's only when keys are given: by default they stay in the application's own
 // processes, which already hold the same sessions in memory, so plaintext is the default here.
+//
+// Replies reach exactly the request that asked (R28): every ClusterStore has a random instance id
+// that its requests carry and the primary echoes, beside the instance's own sequence number, so
+// two stores in one worker (say a server cache's and sharedClientSessions') never take each
+// other's answers. Sessions over maxSessionBytes (default 4096, as nginx's shared cache) stay
+// local: the worker does not send them and answers the set at once; the primary refuses (and
+// answers at once) any value over its own cap.
 import cluster, { type Worker } from "node:cluster";
+import { randomBytes } from "node:crypto";
 import type { StoreKey } from "../engine/store.js";
 import { ExpiringMap } from "./memory-store.js";
-import { createSealer, type Sealer, type SealerOptions, storeKeyBytes } from "./sealing.js";
 import {
+  createSealer,
+  MAX_VALUE_OVERHEAD,
+  type Sealer,
+  type SealerOptions,
+  storeKeyBytes,
+} from "./sealing.js";
+import {
+  checkMaxSessionBytes,
   emptyStats,
   remainingMs,
   type SealingSessionStore,
@@ -26,13 +41,15 @@ import {
 /** Tags sesscache's IPC messages; the value is the channel name. Other messages are left alone. */
 export const CLUSTER_MESSAGE_TAG = "sesscacheStore";
 const DEFAULT_CHANNEL = "default";
-/** Largest value accepted over IPC (base64 chars): Node emits no session over 10 KiB. */
-const MAX_VALUE_CHARS = 32 * 1024;
+/** Longest instance id accepted in a request. */
+const MAX_INSTANCE_CHARS = 32;
 
 type RequestOp = "get" | "set" | "del" | "take";
 interface Request {
   [CLUSTER_MESSAGE_TAG]: string;
   op: RequestOp;
+  /** The asking ClusterStore's random id: replies go to that instance only. */
+  i: string;
   n: number;
   k: string;
   v?: string;
@@ -40,8 +57,14 @@ interface Request {
 }
 interface Reply {
   [CLUSTER_MESSAGE_TAG]: string;
+  i: string;
   n: number;
   v?: string | null;
+}
+
+/** base64 characters of the longest value a store writes for a session of `maxSessionBytes`. */
+function maxValueChars(maxSessionBytes: number): number {
+  return 4 * Math.ceil((maxSessionBytes + MAX_VALUE_OVERHEAD) / 3);
 }
 
 export interface ClusterStorePrimaryOptions {
@@ -49,6 +72,11 @@ export interface ClusterStorePrimaryOptions {
   maxEntries?: number;
   /** Lets several independent stores share the IPC channel. Default "default". */
   channel?: string;
+  /**
+   * The heaviest session (DER bytes) the primary keeps; a set carrying more is refused and answered
+   * at once (counted in `oversized`). Default 4096 (nginx's shared-cache limit); at most 10240.
+   */
+  maxSessionBytes?: number;
 }
 
 export interface ClusterStorePrimaryStats {
@@ -61,6 +89,8 @@ export interface ClusterStorePrimaryStats {
   takeHits: number;
   /** Tagged messages with a bad shape, ignored. */
   malformed: number;
+  /** sets refused because the value exceeds maxSessionBytes (answered at once, nothing kept). */
+  oversized: number;
 }
 
 export interface ClusterStorePrimary {
@@ -76,10 +106,12 @@ function isRequest(m: unknown, channel: string): m is Request {
   return (
     r[CLUSTER_MESSAGE_TAG] === channel &&
     (r.op === "get" || r.op === "set" || r.op === "del" || r.op === "take") &&
+    typeof r.i === "string" &&
+    r.i.length <= MAX_INSTANCE_CHARS &&
     typeof r.n === "number" &&
     typeof r.k === "string" &&
     r.k.length <= 128 &&
-    (r.op !== "set" || (typeof r.v === "string" && r.v.length <= MAX_VALUE_CHARS && typeof r.e === "number"))
+    (r.op !== "set" || (typeof r.v === "string" && typeof r.e === "number"))
   );
 }
 
@@ -90,6 +122,7 @@ function isRequest(m: unknown, channel: string): m is Request {
 export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {}): ClusterStorePrimary {
   if (!cluster.isPrimary) throw new TypeError("startClusterStorePrimary: call it in the cluster primary");
   const channel = options.channel ?? DEFAULT_CHANNEL;
+  const maxChars = maxValueChars(checkMaxSessionBytes(options.maxSessionBytes, "startClusterStorePrimary"));
   const map = new ExpiringMap<string>({ maxEntries: options.maxEntries ?? 100_000 });
   const stats: Omit<ClusterStorePrimaryStats, "size"> = {
     gets: 0,
@@ -99,6 +132,7 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
     takes: 0,
     takeHits: 0,
     malformed: 0,
+    oversized: 0,
   };
   const ignoreSendError = () => {}; // a worker that died meanwhile needs no answer
 
@@ -117,7 +151,9 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
         break;
       case "set":
         stats.sets++;
-        map.set(msg.k, msg.v!, msg.e!);
+        // R28: a value over the cap is not kept, and the worker hears so at once.
+        if (msg.v!.length > maxChars) stats.oversized++;
+        else map.set(msg.k, msg.v!, msg.e!);
         break;
       case "del":
         stats.deletes++;
@@ -129,7 +165,7 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
         if (v !== undefined) stats.takeHits++;
         break;
     }
-    const reply: Reply = { [CLUSTER_MESSAGE_TAG]: channel, n: msg.n, v: v ?? null };
+    const reply: Reply = { [CLUSTER_MESSAGE_TAG]: channel, i: msg.i, n: msg.n, v: v ?? null };
     if (worker.isConnected()) worker.send(reply, undefined, ignoreSendError);
   };
   cluster.on("message", onMessage);
@@ -158,6 +194,12 @@ export interface ClusterStoreOptions extends SealerOptions {
   maxInFlight?: number;
   /** Must match the primary's. Default "default". */
   channel?: string;
+  /**
+   * The heaviest session (DER bytes) sent to the primary; heavier ones stay local and their set
+   * resolves at once (counted in `oversized`). Default 4096 (nginx's shared-cache limit); at most
+   * 10240. Keep it ≤ the primary's.
+   */
+  maxSessionBytes?: number;
 }
 
 interface Pending {
@@ -168,6 +210,11 @@ interface Pending {
 /** The worker's half: a SessionStore whose map lives in the primary. */
 export class ClusterStore implements SealingSessionStore {
   readonly sealer: Sealer;
+  readonly maxSessionBytes: number;
+  /** This host's processes only (the IPC channel to the primary). */
+  readonly scope = "host" as const;
+  /** This instance's id in requests and replies (random, so instances never take others' replies). */
+  readonly #instance = randomBytes(12).toString("base64url");
   readonly #channel: string;
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
@@ -188,6 +235,7 @@ export class ClusterStore implements SealingSessionStore {
         ? { keys: options.keys, plaintext: options.plaintext }
         : { plaintext: true });
     this.sealer = createSealer(sealing);
+    this.maxSessionBytes = checkMaxSessionBytes(options.maxSessionBytes, "ClusterStore");
     if (typeof process.send !== "function") {
       throw new TypeError(
         "ClusterStore: needs an IPC channel to the primary (run it in a node:cluster worker)",
@@ -206,7 +254,7 @@ export class ClusterStore implements SealingSessionStore {
   readonly #onMessage = (msg: unknown) => {
     if (typeof msg !== "object" || msg === null) return;
     const r = msg as Partial<Reply>;
-    if (r[CLUSTER_MESSAGE_TAG] !== this.#channel || typeof r.n !== "number") return;
+    if (r[CLUSTER_MESSAGE_TAG] !== this.#channel || r.i !== this.#instance || typeof r.n !== "number") return;
     const p = this.#pending.get(r.n);
     if (!p) return; // answered after its deadline
     this.#pending.delete(r.n);
@@ -249,7 +297,7 @@ export class ClusterStore implements SealingSessionStore {
       }, options?.timeoutMs ?? this.#timeoutMs);
       this.#pending.set(n, { resolve, timer });
       s.inFlight++;
-      const msg: Request = { [CLUSTER_MESSAGE_TAG]: this.#channel, op, n, k, ...extra };
+      const msg: Request = { [CLUSTER_MESSAGE_TAG]: this.#channel, op, i: this.#instance, n, k, ...extra };
       process.send!(msg, undefined, {}, (err: Error | null) => {
         if (!err) return;
         const p = this.#pending.get(n);
@@ -275,6 +323,11 @@ export class ClusterStore implements SealingSessionStore {
     if (!this.sealer.ownsFormat(value))
       throw new TypeError("ClusterStore.set: value is not from this store's sealer");
     this.#stats.sets++;
+    // R28: too heavy for the shared map: stays local, answered now (no in-flight slot, no deadline).
+    if (value.length - this.sealer.overhead(key) > this.maxSessionBytes) {
+      this.#stats.oversized++;
+      return;
+    }
     if (!(remainingMs(expiresAt, Date.now()) > 0)) return; // already expired: not stored
     const v = Buffer.from(value.buffer, value.byteOffset, value.length).toString("base64");
     await this.#request("set", key, { v, e: expiresAt }, options);

@@ -2,9 +2,17 @@
 // callbacks, spec R6, R14, R16): `new SessionCache({ ...externalCache(store) })`. Everything read
 // back is untrusted and checked (fetchStoredSession); every failure is a miss, never an error, so a
 // store can slow a handshake by at most its deadline and never fail one.
+//
+// R26: eviction is local, invalidation is shared. The engine calls the remove callback for every
+// session that leaves its cache (R16) and says why; only an explicit removal ("removed":
+// removeSession, which the server adapter uses for a consumed single-use ticket and a failed
+// handshake) deletes the shared copy. Eviction for space, expiry found on a look-up, flush and
+// close stay local: another node may still resume the session, and the store's TTL (the
+// session's remaining lifetime) expires it there.
+import type { RemoveReason } from "../engine/session-cache.js";
 import type { Session } from "../session/types.js";
 import { fetchStoredSession, putStoredSession, serverStoreKey } from "./checked.js";
-import type { StoreValueError } from "./errors.js";
+import { StoreValueError } from "./errors.js";
 import type { SealingSessionStore } from "./types.js";
 
 const TLS1_3 = 0x0304;
@@ -29,8 +37,15 @@ export interface ExternalCacheStats {
   rejected: number;
   /** Sessions sent to the store. */
   stored: number;
-  /** Deletions sent to the store. */
+  /** Deletions sent to the store (explicit removals, R26). */
   removed: number;
+  /**
+   * Removals that stayed local (R26): sessions evicted for space, expired, flushed or dropped by
+   * close(); the store keeps them for the rest of the fleet until its own TTL.
+   */
+  keptShared: number;
+  /** New sessions not sent because they weigh more than the store's maxSessionBytes (R28). */
+  tooLarge: number;
   /** Look-ups asked of the store, and those that found a usable session. */
   lookups: number;
   found: number;
@@ -40,7 +55,12 @@ export interface ExternalCacheStats {
 
 export interface ExternalCache {
   onNewSession(session: Session): void;
-  onRemoveSession(session: Session): void;
+  /**
+   * The engine's remove callback. Deletes from the store only for reason "removed" (R26); a caller
+   * that passes no reason (a wrapper written before reasons existed) is taken as "removed", so an
+   * invalidation is never lost.
+   */
+  onRemoveSession(session: Session, reason?: RemoveReason): void;
   getSession(id: Uint8Array, protocolVersion: number, context: Uint8Array): Promise<Session | undefined>;
   /**
    * Claims a single-use TLS 1.3 ticket for this process before it resumes (the server adapter's
@@ -60,6 +80,8 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     rejected: 0,
     stored: 0,
     removed: 0,
+    keptShared: 0,
+    tooLarge: 0,
     lookups: 0,
     found: 0,
     timeouts: 0,
@@ -78,12 +100,28 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
   return {
     onNewSession(session) {
       if (session.id.length === 0) return;
-      counters.stored++;
-      // Background: the handshake never waits for a write (spec §9, newSession).
-      void putStoredSession(store, serverStoreKey(session), session);
+      // R28: a session too heavy for the shared store stays local (nothing sealed, nothing sent).
+      const max = store.maxSessionBytes;
+      if (max !== undefined && session.der.length > max) {
+        counters.tooLarge++;
+        return;
+      }
+      // Background: the handshake never waits for a write (spec §9, newSession). A write refused
+      // at once (a session over what any sealer takes, a store that throws) is dropped, never
+      // thrown into the handshake.
+      try {
+        void putStoredSession(store, serverStoreKey(session), session);
+        counters.stored++;
+      } catch (err) {
+        if (err instanceof StoreValueError && err.reason === "too-large") counters.tooLarge++;
+      }
     },
-    onRemoveSession(session) {
+    onRemoveSession(session, reason) {
       if (session.id.length === 0) return;
+      if (reason !== undefined && reason !== "removed") {
+        counters.keptShared++;
+        return;
+      }
       if (claimed.size > 0 && claimed.delete(idKey(session))) return;
       counters.removed++;
       void store.delete(serverStoreKey(session)).catch(() => undefined);

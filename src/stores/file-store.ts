@@ -60,7 +60,7 @@ export class FileSessionStore implements ClientSessionPersistence {
     }
     try {
       if (raw.length > MAX_FILE_BYTES) throw new StoreValueError("bad-format", "file too large");
-      const plain = this.#sealer.open(FILE_KEY, raw);
+      const plain = this.#sealer.open(FILE_KEY, raw, MAX_FILE_BYTES);
       const body = JSON.parse(
         Buffer.from(plain.buffer, plain.byteOffset, plain.length).toString("utf8"),
       ) as FileBody;
@@ -92,7 +92,7 @@ export class FileSessionStore implements ClientSessionPersistence {
       ]),
     };
     const plain = Buffer.from(JSON.stringify(body), "utf8");
-    const sealed = this.#sealer.seal(FILE_KEY, plain);
+    const sealed = this.#sealer.seal(FILE_KEY, plain, MAX_FILE_BYTES);
     plain.fill(0);
     const tmp = `${this.path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
     const fh = await open(tmp, "wx", 0o600);

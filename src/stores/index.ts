@@ -31,7 +31,7 @@ export {
   type ClusterStorePrimaryStats,
   startClusterStorePrimary,
 } from "./cluster-store.js";
-export { StoreValueError, type StoreValueReason } from "./errors.js";
+export { PlaintextClientStoreError, StoreValueError, type StoreValueReason } from "./errors.js";
 export {
   type ExternalCache,
   type ExternalCacheOptions,
@@ -50,6 +50,10 @@ export {
   checkStoreKey,
   createSealer,
   generateSealKey,
+  MAX_SESSION_BYTES,
+  MAX_STORED_VALUE_BYTES,
+  MAX_VALUE_OVERHEAD,
+  PLAINTEXT_BOUND_V1,
   PLAINTEXT_V1,
   SEAL_OVERHEAD,
   SEALED_V1,
@@ -60,9 +64,11 @@ export {
   storeKeyBytes,
 } from "./sealing.js";
 export {
+  DEFAULT_MAX_SESSION_BYTES,
   MAX_TTL_MS,
   remainingMs,
   type SealingSessionStore,
   type StoreCallOptions,
+  type StoreScope,
   type StoreStats,
 } from "./types.js";

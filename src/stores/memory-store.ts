@@ -2,7 +2,13 @@
 // contract (tests, single-process use), and the map behind the node:cluster primary.
 import type { StoreKey } from "../engine/store.js";
 import { checkStoreKey, createSealer, type Sealer, type SealerOptions, storeKeyBytes } from "./sealing.js";
-import { emptyStats, remainingMs, type SealingSessionStore, type StoreStats } from "./types.js";
+import {
+  checkMaxSessionBytes,
+  emptyStats,
+  remainingMs,
+  type SealingSessionStore,
+  type StoreStats,
+} from "./types.js";
 
 interface Entry<V> {
   value: V;
@@ -110,15 +116,27 @@ export class ExpiringMap<V = Uint8Array> {
 export interface MemoryStoreOptions extends ExpiringMapOptions {
   /** Defaults to plaintext: the values never leave this process. */
   sealing?: SealerOptions | Sealer;
+  /**
+   * The heaviest session (DER bytes) kept; heavier ones are not stored (counted in `oversized`).
+   * Default: no cap but the sealer's (the values never leave this process).
+   */
+  maxSessionBytes?: number;
 }
 
 export class MemoryStore implements SealingSessionStore {
   readonly sealer: Sealer;
+  /** This process only. */
+  readonly scope = "process" as const;
+  readonly maxSessionBytes: number | undefined;
   readonly #map: ExpiringMap;
   readonly #stats = emptyStats();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.sealer = createSealer(options.sealing ?? { plaintext: true });
+    this.maxSessionBytes =
+      options.maxSessionBytes === undefined
+        ? undefined
+        : checkMaxSessionBytes(options.maxSessionBytes, "MemoryStore");
     this.#map = new ExpiringMap(options);
   }
 
@@ -137,6 +155,11 @@ export class MemoryStore implements SealingSessionStore {
   async set(key: StoreKey, value: Uint8Array, expiresAt: number): Promise<void> {
     checkStoreKey(key);
     this.#stats.sets++;
+    const max = this.maxSessionBytes;
+    if (max !== undefined && value.length - this.sealer.overhead(key) > max) {
+      this.#stats.oversized++;
+      return;
+    }
     this.#map.set(mapKey(key), value.slice(), expiresAt);
   }
 

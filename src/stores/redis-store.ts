@@ -20,6 +20,7 @@ import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis"
 import type { StoreKey } from "../engine/store.js";
 import { checkStoreKey, createSealer, type Sealer, type SealerOptions } from "./sealing.js";
 import {
+  checkMaxSessionBytes,
   emptyStats,
   remainingMs,
   type SealingSessionStore,
@@ -40,6 +41,12 @@ export interface RedisStoreOptions extends SealerOptions {
   prefix?: string;
   /** Per-command deadline in ms (a miss after it). Default 250. */
   timeoutMs?: number;
+  /**
+   * The heaviest session (DER bytes) written to Redis; heavier ones stay local: set() resolves at
+   * once without a command, counted in `oversized` (R28). Default 4096 (nginx refuses sessions
+   * over 4 KiB in its shared cache); at most 10240 (Node emits none larger).
+   */
+  maxSessionBytes?: number;
   /** Commands in flight before new ones are dropped. Default 1000. */
   maxInFlight?: number;
   /** Upper bound of the reconnection backoff, ms. Default 2000. */
@@ -115,6 +122,9 @@ function parseSeed(seed: string): Seed {
 
 export class RedisStore implements SealingSessionStore {
   readonly sealer: Sealer;
+  readonly maxSessionBytes: number;
+  /** Other hosts can read and write it: client sessions there are always sealed (R28). */
+  readonly scope = "network" as const;
   readonly client: Redis | Cluster;
   readonly prefix: string;
   readonly #ownClient: boolean;
@@ -128,6 +138,7 @@ export class RedisStore implements SealingSessionStore {
   constructor(options: RedisStoreOptions) {
     // Sealing first: a store without keys must not even connect.
     this.sealer = createSealer(options.sealer ?? { keys: options.keys, plaintext: options.plaintext });
+    this.maxSessionBytes = checkMaxSessionBytes(options.maxSessionBytes, "RedisStore");
     const sources = [options.url, options.cluster, options.client].filter((x) => x !== undefined);
     if (sources.length !== 1) {
       throw new TypeError("RedisStore: give exactly one of url, cluster or client");
@@ -247,6 +258,10 @@ export class RedisStore implements SealingSessionStore {
       throw new TypeError("RedisStore.set: value is not sealed by this store's sealer");
     }
     this.#stats.sets++;
+    if (value.length - this.sealer.overhead(key) > this.maxSessionBytes) {
+      this.#stats.oversized++; // R28: stays local
+      return;
+    }
     const ttl = Math.ceil(remainingMs(expiresAt, Date.now()));
     if (ttl <= 0) return;
     const buf = Buffer.from(value.buffer, value.byteOffset, value.length);

@@ -4,8 +4,17 @@
 //
 // with the header and the canonical storage key as associated data, so a value copied under
 // another id, context, protocol version or namespace fails to open. Plaintext mode (an explicit
-// opt-out) writes 0x50 | DER: both markers differ from each other and from DER's 0x30, so a value is
-// never read in the wrong mode.
+// opt-out) writes 0x50 | DER in the server namespace (the session itself names its id, version and
+// context, checked on every read) and 0x51 | key length | canonical key | DER in the client
+// namespace, whose key (an identity hash and a slot) the session does not carry: a value read under
+// identity X that was written under Y is refused (R28). Plaintext binds against mistakes (a reply
+// or a value filed under the wrong key), not against someone who can write to the store: that
+// needs sealing, which client sessions on a network store always get (sharedClientSessions).
+// The markers differ from each other and from DER's 0x30, so a value is never read in the wrong mode.
+//
+// R28: untrusted bytes are bounded before work. seal() takes at most MAX_SESSION_BYTES (Node
+// emits no session over 10 KiB), so open() refuses any value longer than that plus its overhead
+// before reading its header, let alone decrypting it.
 //
 // Key ids are derived, not configured: HKDF-SHA256(key, info "sesscache/store/key-id/v1"), 2 bytes.
 // Every server given the same key agrees on its id without any extra setting, and a key list with
@@ -25,16 +34,30 @@ import {
   timingSafeEqual,
 } from "node:crypto";
 import type { StoreKey } from "../engine/store.js";
+import { sameBytes } from "../session/bytes.js";
 import { StoreValueError } from "./errors.js";
 
 export const SEALED_V1 = 0xa1;
 export const PLAINTEXT_V1 = 0x50;
+/** Plaintext bound to its key (client namespace): 0x51 | key length | canonical key | DER. */
+export const PLAINTEXT_BOUND_V1 = 0x51;
+/**
+ * The largest session (DER bytes) a sealer seals and opens by default: Node's
+ * SecureContext::kMaxSessionSize (10 KiB), over which Node emits no session.
+ */
+export const MAX_SESSION_BYTES = 10 * 1024;
+/** The longest canonical store key: namespace, version, context (≤ 32) and id (≤ 32) with lengths. */
+const MAX_KEY_BYTES = 1 + 2 + 1 + 32 + 1 + 32;
 const KEY_ID_BYTES = 2;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const HEADER_BYTES = 1 + KEY_ID_BYTES + NONCE_BYTES;
 /** Bytes a sealed value adds to the DER it carries. */
 export const SEAL_OVERHEAD = HEADER_BYTES + TAG_BYTES;
+/** The most bytes any value format adds to the DER it carries (bound plaintext, longest key). */
+export const MAX_VALUE_OVERHEAD = Math.max(SEAL_OVERHEAD, 2 + MAX_KEY_BYTES);
+/** The longest value a store holds for a session of MAX_SESSION_BYTES; anything longer is not ours. */
+export const MAX_STORED_VALUE_BYTES = MAX_SESSION_BYTES + MAX_VALUE_OVERHEAD;
 
 /** A 32-byte key: raw bytes, or base64 / base64url text (padding optional, whitespace trimmed). */
 export type SealKeyInput = Uint8Array | string;
@@ -172,13 +195,39 @@ export class Sealer {
     return this.#keys.map((k) => k.id.toString(16).padStart(4, "0"));
   }
 
-  /** True when `value` carries the marker this sealer writes (a cheap check, no decryption). */
+  /** True when `value` carries a marker this sealer writes (a cheap check, no decryption). */
   ownsFormat(value: Uint8Array): boolean {
-    return value.length > 0 && value[0] === (this.plaintext ? PLAINTEXT_V1 : SEALED_V1);
+    if (value.length === 0) return false;
+    return this.plaintext
+      ? value[0] === PLAINTEXT_V1 || value[0] === PLAINTEXT_BOUND_V1
+      : value[0] === SEALED_V1;
   }
 
-  seal(key: StoreKey, der: Uint8Array): Uint8Array {
+  /** Bytes the value for `key` adds to the DER it carries (its length minus the session's). */
+  overhead(key: StoreKey): number {
+    if (!this.plaintext) return SEAL_OVERHEAD;
+    return key.namespace === "client" ? 2 + storeKeyBytes(key).length : 1;
+  }
+
+  /**
+   * The value to store for `der` under `key`. `maxBytes` (default MAX_SESSION_BYTES) bounds the
+   * DER: anything longer is refused with a StoreValueError "too-large", since open() would refuse
+   * it too.
+   */
+  seal(key: StoreKey, der: Uint8Array, maxBytes = MAX_SESSION_BYTES): Uint8Array {
+    if (der.length > maxBytes) {
+      throw new StoreValueError("too-large", `${der.length} bytes to seal, more than ${maxBytes}`);
+    }
     if (this.plaintext) {
+      if (key.namespace === "client") {
+        const k = storeKeyBytes(key);
+        const out = new Uint8Array(2 + k.length + der.length);
+        out[0] = PLAINTEXT_BOUND_V1;
+        out[1] = k.length;
+        out.set(k, 2);
+        out.set(der, 2 + k.length);
+        return out;
+      }
       checkStoreKey(key);
       const out = new Uint8Array(1 + der.length);
       out[0] = PLAINTEXT_V1;
@@ -202,16 +251,38 @@ export class Sealer {
     return out;
   }
 
-  /** The DER inside `value`, or a StoreValueError saying why not. */
-  open(key: StoreKey, value: Uint8Array): Uint8Array {
+  /**
+   * The DER inside `value`, or a StoreValueError saying why not. A value longer than the largest
+   * one seal() writes for `key` (DER of `maxBytes`, default MAX_SESSION_BYTES) is refused
+   * ("too-large") before anything else is done with it.
+   */
+  open(key: StoreKey, value: Uint8Array, maxBytes = MAX_SESSION_BYTES): Uint8Array {
     checkStoreKey(key);
     if (!(value instanceof Uint8Array) || value.length === 0) {
       throw new StoreValueError("truncated", "empty value");
     }
+    if (value.length > maxBytes + MAX_VALUE_OVERHEAD) {
+      throw new StoreValueError("too-large", `${value.length} bytes, longer than any value sealed here`);
+    }
     const marker = value[0];
-    if (marker === PLAINTEXT_V1) {
+    if (marker === PLAINTEXT_V1 || marker === PLAINTEXT_BOUND_V1) {
       if (!this.plaintext) throw new StoreValueError("mode-mismatch", "plaintext value in a sealing store");
-      return value.subarray(1);
+      if (marker === PLAINTEXT_V1) {
+        // The client namespace's key is not in the session: only a bound value may be read there.
+        if (key.namespace === "client") {
+          throw new StoreValueError("key-mismatch", "plaintext client value not bound to its key");
+        }
+        return value.subarray(1);
+      }
+      const k = storeKeyBytes(key);
+      if (
+        value.length < 2 + k.length ||
+        value[1] !== k.length ||
+        !sameBytes(value.subarray(2, 2 + k.length), k)
+      ) {
+        throw new StoreValueError("key-mismatch", "plaintext value filed under another key");
+      }
+      return value.subarray(2 + k.length);
     }
     if (marker === SEALED_V1 && this.plaintext) {
       throw new StoreValueError("mode-mismatch", "sealed value in a plaintext store");

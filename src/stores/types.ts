@@ -1,5 +1,5 @@
 import type { SessionStore } from "../engine/store.js";
-import type { Sealer } from "./sealing.js";
+import { MAX_SESSION_BYTES, type Sealer } from "./sealing.js";
 
 /** Counters every sesscache store keeps. Errors and timeouts are answered as misses, never thrown. */
 export interface StoreStats {
@@ -19,6 +19,11 @@ export interface StoreStats {
   dropped: number;
   /** operations sent and not yet settled (a gauge). */
   inFlight: number;
+  /**
+   * values not written because the session weighs more than the store's maxSessionBytes (it stays
+   * local, R28), or read back larger than any session the store writes (answered as misses).
+   */
+  oversized: number;
 }
 
 export function emptyStats(): StoreStats {
@@ -33,6 +38,7 @@ export function emptyStats(): StoreStats {
     timeouts: 0,
     dropped: 0,
     inFlight: 0,
+    oversized: 0,
   };
 }
 
@@ -49,7 +55,24 @@ export interface StoreCallOptions {
 export interface SealingSessionStore extends SessionStore {
   readonly sealer: Sealer;
   stats(): StoreStats;
+  /**
+   * The heaviest session (DER bytes) the store takes; heavier ones stay local (R28). Undefined: no
+   * cap beyond the sealer's (MAX_SESSION_BYTES).
+   */
+  readonly maxSessionBytes?: number;
+  /**
+   * Who can read and write the store's values: this process, this host's processes (node:cluster),
+   * or other hosts (Redis). Client sessions are never kept in plaintext where other hosts can write
+   * them (R28). Undefined counts as "network".
+   */
+  readonly scope?: StoreScope;
 }
+
+/** See SealingSessionStore.scope. */
+export type StoreScope = "process" | "host" | "network";
+
+/** sesscache's default cap on a session in a shared store (R28): nginx's shared cache refuses over 4 KiB. */
+export const DEFAULT_MAX_SESSION_BYTES = 4096;
 
 /** Longest TTL a store applies: sessions whose lifetime saturates (R5) still leave eventually. */
 export const MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
@@ -62,4 +85,13 @@ export const MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
 export function remainingMs(expiresAt: number, nowMs: number): number {
   if (Number.isNaN(expiresAt)) return 0;
   return Math.min((expiresAt + 1) * 1000 - nowMs, MAX_TTL_MS);
+}
+
+/** Checks a maxSessionBytes option: an integer in 1..MAX_SESSION_BYTES; undefined → the default. */
+export function checkMaxSessionBytes(v: number | undefined, who: string): number {
+  const n = v ?? DEFAULT_MAX_SESSION_BYTES;
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_SESSION_BYTES) {
+    throw new RangeError(`${who}: maxSessionBytes must be an integer in 1..${MAX_SESSION_BYTES}, got ${v}`);
+  }
+  return n;
 }
