@@ -109,7 +109,8 @@ describe("attachSessionCache: resumption with Node clients", () => {
   it("needs no fix-up when the server was made with statefulServerOptions", () => {
     assert.deepEqual(s.logs, []);
     assert.deepEqual([...s.handle.sessionIdContext], [...Buffer.from("svc-a")]);
-    assert.deepEqual([...s.cache.getSessionIdContext()], [...Buffer.from("svc-a")]);
+    // R25: attach leaves the cache's own context alone (each server asks under its own).
+    assert.deepEqual([...s.cache.getSessionIdContext()], []);
   });
 
   it("TLS 1.2: full handshake, then the session id resumes again and again", async () => {
@@ -275,7 +276,7 @@ describe("session-id context", () => {
     const h2 = attachSessionCache(plainServer(), new SessionCache());
     assert.equal(Buffer.from(h1.sessionIdContext).toString(), derived());
     assert.deepEqual(h1.sessionIdContext, h2.sessionIdContext);
-    assert.deepEqual(c1.getSessionIdContext(), h1.sessionIdContext, "the cache gets it too");
+    assert.equal(c1.getSessionIdContext().length, 0, "the cache keeps none of its own (R25)");
   });
 
   it("defaultSessionIdContext gives it beforehand (PEM or DER); statefulServerOptions({ cert }) then needs no fix-up", () => {
@@ -300,13 +301,14 @@ describe("session-id context", () => {
     assert.notEqual(Buffer.from(h.sessionIdContext).toString(), derived());
   });
 
-  it("the cache's own context wins over the derived one; an explicit other one is refused", () => {
+  it("a context the application set on the cache wins over the derived one; an explicit one wins over it", () => {
     const cache = new SessionCache({ sessionIdContext: "from-cache" });
     const h = attachSessionCache(plainServer(), cache);
     assert.equal(Buffer.from(h.sessionIdContext).toString(), "from-cache");
-    assert.throws(() => attachSessionCache(plainServer(), cache, { sessionIdContext: "other" }), RangeError);
-    const same = attachSessionCache(plainServer(), cache, { sessionIdContext: Buffer.from("from-cache") });
-    assert.equal(Buffer.from(same.sessionIdContext).toString(), "from-cache");
+    // R25: another server on the same cache may run under its own context.
+    const other = attachSessionCache(plainServer(), cache, { sessionIdContext: "other" });
+    assert.equal(Buffer.from(other.sessionIdContext).toString(), "other");
+    assert.equal(Buffer.from(cache.getSessionIdContext()).toString(), "from-cache");
   });
 
   it("refuses contexts Node cannot carry: empty, over 32 bytes, not UTF-8", () => {
@@ -423,7 +425,7 @@ describe("slow, failing and lying caches", () => {
   it("a session answered under another id or version is refused (spec §9.6): full handshake, no failure", async () => {
     const real = new SessionCache();
     let swap: Uint8Array | undefined;
-    const cache = withLookup(real, (id, v) => real.lookup(swap ?? id, v));
+    const cache = withLookup(real, (id, v, ctx) => real.lookup(swap ?? id, v, ctx));
     const s = await start({ cache });
     try {
       for (const v of VERSIONS) {
@@ -438,7 +440,7 @@ describe("slow, failing and lying caches", () => {
         assert.equal((await client(s, v, a.sessions[0])).reused, true, `TLS ${v} unswapped`);
       }
       // A TLS 1.2 session with the very id of the TLS 1.3 ticket asked for is refused as well.
-      const ctx = real.getSessionIdContext();
+      const ctx = s.handle.sessionIdContext;
       const wrongVersion = withLookup(real, (id) =>
         parseSession(
           buildSessionDer({ protocolVersion: 0x0303, id: new Uint8Array(id), sessionIdContext: ctx }),
@@ -694,7 +696,7 @@ describe("claimTicket: a shared store decides whether a TLS 1.3 ticket may resum
     assert.equal((await client(s, "1.3", t1)).reused, false, "refused claim: full handshake");
     assert.equal(s.handle.stats().ticketsRefused, 1);
     assert.equal(
-      s.cache.lookup(parseSession(t1).ticket!, 0x0304) !== undefined,
+      s.cache.lookup(parseSession(t1).ticket!, 0x0304, s.handle.sessionIdContext) !== undefined,
       true,
       "a refused ticket is kept",
     );

@@ -273,23 +273,37 @@ export class SessionCache {
    * R6-R9: the session to resume for an id a client offered, or undefined. Returns a Promise only
    * when the external cache was asked and answered with one. Never throws for what a callback
    * does (a failing getSession is a miss); throws InvalidSessionIdError for an id over 32 bytes.
-   * An empty id is a miss that counts nothing (no session can have it).
+   * An empty id is a miss that counts nothing (no session can have it). `sessionIdContext` is the
+   * context the asking server runs under (R25: several servers, each with its own, may share one
+   * cache); without it, the cache's own context applies.
    */
-  lookup(id: Uint8Array, protocolVersion: number): Session | undefined | Promise<Session | undefined> {
+  lookup(
+    id: Uint8Array,
+    protocolVersion: number,
+    sessionIdContext?: Uint8Array,
+  ): Session | undefined | Promise<Session | undefined> {
     const n = id.length;
     if (n === 0) return undefined;
     if (n > MAX_SESSION_ID_LENGTH) throw new InvalidSessionIdError(n);
+    // R25: a server sharing this cache asks under its own context (SSL_set_session_id_context);
+    // without one, the cache's (SSL_CTX_set_session_id_context).
+    const ctx = sessionIdContext ?? this.sidCtx;
+    if (ctx.length > MAX_SESSION_ID_CONTEXT_LENGTH) {
+      throw new RangeError(
+        `session id context must be at most ${MAX_SESSION_ID_CONTEXT_LENGTH} bytes, got ${ctx.length}`,
+      );
+    }
     if ((this.mode & M.NO_INTERNAL_LOOKUP) === 0) {
       const idx = this.index;
       const e = idx.find(id, protocolVersion, idx.hash(id, 0, n, protocolVersion));
-      if (e !== NIL) return this.checkInternal(e);
+      if (e !== NIL) return this.checkInternal(e, sessionIdContext);
       this.misses++;
     }
     const get = this.getExternal;
     if (get === undefined) return undefined;
     let answer: ExternalLookupResult | Promise<ExternalLookupResult>;
     try {
-      answer = get(id, protocolVersion, this.sidCtx);
+      answer = get(id, protocolVersion, ctx);
     } catch (err) {
       this.report(err, "getSession");
       return undefined;
@@ -297,15 +311,16 @@ export class SessionCache {
     if (isThenable(answer)) {
       // The id is checked against the answer later: keep our own copy meanwhile.
       const asked = new Uint8Array(id);
+      const askedCtx = ctx.slice();
       return Promise.resolve(answer).then(
-        (v) => this.acceptExternal(asked, protocolVersion, v),
+        (v) => this.acceptExternal(asked, protocolVersion, askedCtx, v),
         (err) => {
           this.report(err, "getSession");
           return undefined;
         },
       );
     }
-    return this.acceptExternal(id, protocolVersion, answer);
+    return this.acceptExternal(id, protocolVersion, ctx, answer);
   }
 
   /** An external cache refused a stored value before answering (e.g. it failed to decrypt). */
@@ -373,15 +388,22 @@ export class SessionCache {
    * any TLS 1.3 ticket). When the side's mode bit is set: the cache timeout is applied (R5), it is
    * added internally unless NO_INTERNAL_STORE, and the new-session callback always gets it (R14).
    * Returns the session as stored, or undefined when the mode bit is not set or the id is empty
-   * (nothing is stored and no callback runs, as in OpenSSL).
+   * (nothing is stored and no callback runs, as in OpenSSL). `lifetime` (seconds) caps the timeout
+   * (R27): the lifetime the peer was told (the server's session timeout, the TLS 1.3 ticket
+   * lifetime), when the session was made under another SSL_CTX than this cache's.
    */
-  updateCache(session: Session | Uint8Array, side: Side): Session | undefined {
+  updateCache(session: Session | Uint8Array, side: Side, lifetime?: number): Session | undefined {
+    if (lifetime !== undefined && !(Number.isSafeInteger(lifetime) && lifetime >= 0)) {
+      throw new RangeError(`lifetime must be a non-negative integer of seconds, got ${lifetime}`);
+    }
     const bit = sideBit(side);
     if ((this.mode & bit) === 0) return undefined;
     const now = this.clock();
     let s = this.toSession(session, now);
     if (s.id.length === 0) return undefined;
-    const timeout = this.timeout === 0 ? DEFAULT_TIMEOUT : this.timeout;
+    let timeout = this.timeout === 0 ? DEFAULT_TIMEOUT : this.timeout;
+    // R27: never longer than the lifetime the handshake advertised (the shorter wins).
+    if (lifetime !== undefined && lifetime < timeout) timeout = lifetime;
     if (s.timeout !== timeout) s = withTimes(s, { timeout });
     if ((this.mode & M.NO_INTERNAL_STORE) === 0) {
       this.put(s, now);
@@ -511,10 +533,12 @@ export class SessionCache {
   }
 
   /** R7 on an internal hit. */
-  private checkInternal(e: number): Session | undefined {
+  private checkInternal(e: number, ctx: Uint8Array | undefined): Session | undefined {
     const idx = this.index;
     // Protocol version is part of the key, so it matches. Another context: a plain miss (R7).
-    if (idx.contextOf(e) !== this.sidCtxIndex) return undefined;
+    if (ctx === undefined) {
+      if (idx.contextOf(e) !== this.sidCtxIndex) return undefined;
+    } else if (!sameBytes(idx.contexts.get(idx.contextOf(e)), ctx)) return undefined;
     if (this.clock() > idx.expiryOf(e)) {
       this.timeouts++;
       this.drop(e, "expired");
@@ -525,7 +549,12 @@ export class SessionCache {
   }
 
   /** R6/R7 on what the external cache answered. Never throws. */
-  private acceptExternal(id: Uint8Array, ver: number, answer: ExternalLookupResult): Session | undefined {
+  private acceptExternal(
+    id: Uint8Array,
+    ver: number,
+    ctx: Uint8Array,
+    answer: ExternalLookupResult,
+  ): Session | undefined {
     try {
       if (answer == null) return undefined;
       const now = this.clock();
@@ -555,7 +584,7 @@ export class SessionCache {
         this.put(s, now);
         s = this.stored!;
       }
-      if (!sameBytes(s.sessionIdContext, this.sidCtx)) return undefined;
+      if (!sameBytes(s.sessionIdContext, ctx)) return undefined;
       if (now > s.expiresAt) {
         this.timeouts++;
         this.removeParsed(s, "expired");

@@ -2,7 +2,7 @@
 // SessionCache, TLS 1.2 by session id and TLS 1.3 by stateful tickets. Spec §9 explains the Node
 // hooks this builds on and the traps found verifying it; the comments below say which point of it
 // each piece answers.
-import { createHash, constants as cryptoConstants, X509Certificate } from "node:crypto";
+import { constants as cryptoConstants } from "node:crypto";
 import type { Socket } from "node:net";
 import tls from "node:tls";
 import { locateId } from "../engine/der-layout.js";
@@ -10,15 +10,27 @@ import type { SessionCache } from "../engine/session-cache.js";
 import { sameBytes } from "../session/bytes.js";
 import { parseSession } from "../session/index.js";
 import type { Session } from "../session/types.js";
-import { ClientHelloReader, type ClientHelloResult, TLS1_3_VERSION } from "./client-hello.js";
+import {
+  type ClientHelloInfo,
+  ClientHelloReader,
+  type ClientHelloResult,
+  TLS1_3_VERSION,
+} from "./client-hello.js";
 import { RateLimitedLog } from "./log.js";
+import { contextString, SSL_OP_NO_TICKET } from "./session-id-context.js";
+import { SECURE_CONTEXT_FIELDS, type TlsServerInternals, VirtualHosts } from "./vhosts.js";
+
+export {
+  defaultSessionIdContext,
+  type SessionIdContextSource,
+  type StatefulServerOptions,
+  statefulServerOptions,
+} from "./session-id-context.js";
 
 const TLS1_2_VERSION = 0x0303;
-const SSL_OP_NO_TICKET: number = cryptoConstants.SSL_OP_NO_TICKET;
 const SSL_OP_NO_TLSv1_3: number = cryptoConstants.SSL_OP_NO_TLSv1_3 ?? 0x20000000;
 /** OpenSSL looks stateful TLS 1.3 tickets up by their 32-byte session id (spec §9.5). */
 const STATEFUL_TICKET_ID_BYTES = 32;
-const MAX_SID_CTX_BYTES = 32;
 
 export interface AttachSessionCacheOptions {
   /**
@@ -88,12 +100,21 @@ export interface AttachedSessionCacheStats {
   helloTimeouts: number;
   /** Connections that ended or failed before their hello was complete. */
   helloAborted: number;
-  /** TLS 1.3 hellos handed to Node whose resumeSession has not come yet (a gauge). */
+  /** Hellos handed to Node whose resumeSession has not come yet (a gauge). */
   pendingHellos: number;
+  /** Sessions found for another SNI name than the one they stored (refused, R24). */
+  hostMismatches: number;
+  /** TLS 1.0/1.1 sessions not stored (they would never resume). */
+  legacySessionsSkipped: number;
+  /** Sessions of connections whose virtual host could not be told, not stored (R24). */
+  unboundSessionsSkipped: number;
 }
 
 export interface AttachedSessionCache {
-  /** The session-id context in force on the server (the bytes OpenSSL stores in each session). */
+  /**
+   * The session-id context of the server's default host (the bytes OpenSSL stores in its sessions);
+   * virtual hosts have their own (R24). It follows `setSecureContext`.
+   */
   readonly sessionIdContext: Uint8Array;
   /** The adapter's counters (a snapshot). */
   stats(): AttachedSessionCacheStats;
@@ -104,98 +125,6 @@ export interface AttachedSessionCache {
   detach(): void;
 }
 
-export interface StatefulServerOptions {
-  secureOptions?: number;
-  sessionIdContext?: string;
-}
-
-/**
- * Options to spread into `tls.createServer`, `https.createServer` or `http2.createSecureServer` so
- * the server is created as {@link attachSessionCache} wants it, instead of attach rebuilding its
- * secure context: `secureOptions` with `SSL_OP_NO_TICKET` (unless `tickets`) OR-ed into the given
- * `secureOptions`, and `sessionIdContext`: the one given, or else, when `cert` is given, the default
- * attach derives from it ({@link defaultSessionIdContext}). Spread it after your own options, or
- * pass your `secureOptions` here:
- *
- * ```ts
- * const server = https.createServer({ key, cert, ...statefulServerOptions({ sessionIdContext: "shop" }) });
- * attachSessionCache(server, cache, { sessionIdContext: "shop" });
- * // or, with the default context derived from the certificate:
- * const server2 = https.createServer({ key, cert, ...statefulServerOptions({ cert }) });
- * attachSessionCache(server2, new SessionCache());
- * ```
- */
-export function statefulServerOptions(
-  opts: {
-    tickets?: boolean;
-    sessionIdContext?: string;
-    secureOptions?: number;
-    /** Derive the default context from this certificate (and requestCert/ca) when none is given. */
-    cert?: SessionIdContextSource["cert"];
-    requestCert?: boolean;
-    ca?: SessionIdContextSource["ca"];
-  } = {},
-): StatefulServerOptions {
-  const out: StatefulServerOptions = {};
-  let secureOptions = opts.secureOptions ?? 0;
-  if (!opts.tickets) secureOptions |= SSL_OP_NO_TICKET;
-  if (secureOptions !== 0) out.secureOptions = secureOptions;
-  if (opts.sessionIdContext !== undefined) {
-    out.sessionIdContext = contextString(opts.sessionIdContext, "sessionIdContext");
-  } else if (opts.cert !== undefined) {
-    out.sessionIdContext = defaultSessionIdContext({
-      cert: opts.cert,
-      requestCert: opts.requestCert,
-      ca: opts.ca,
-    });
-  }
-  return out;
-}
-
-// Node's tls.Server keeps its options as own properties (lib/_tls_wrap.js, setSecureContext) and
-// rebuilds its one shared SecureContext from them; these are the ones it passes on.
-const SECURE_CONTEXT_FIELDS = [
-  "pfx",
-  "key",
-  "passphrase",
-  "cert",
-  "clientCertEngine",
-  "ca",
-  "minVersion",
-  "maxVersion",
-  "secureProtocol",
-  "crl",
-  "sigalgs",
-  "ciphers",
-  "ecdhCurve",
-  "dhparam",
-  "honorCipherOrder",
-  "secureOptions",
-  "sessionIdContext",
-  "sessionTimeout",
-  "ticketKeys",
-  "privateKeyIdentifier",
-  "privateKeyEngine",
-] as const;
-
-interface NativeSecureContext {
-  getCertificate(): Buffer | null | undefined;
-  getMaxProto?(): number;
-  getTicketKeys(): Buffer;
-}
-
-/** The parts of Node's tls.Server this adapter reads and, when it must, changes. */
-interface TlsServerInternals extends tls.Server {
-  _sharedCreds?: { context: NativeSecureContext };
-  secureOptions?: number;
-  sessionIdContext?: string;
-  ticketKeys?: Buffer;
-  requestCert?: boolean;
-  ca?: unknown;
-  pauseOnConnect?: boolean;
-  setSecureContext(options: tls.SecureContextOptions): void;
-}
-
 type ResumeCallback = (err: Error | null, session: Uint8Array | null) => void;
 type ConnectionListener = (this: tls.Server, socket: Socket) => void;
 
@@ -204,8 +133,9 @@ const attached = new WeakSet<tls.Server>();
 /**
  * Makes `server` resume sessions through `cache`: TLS 1.2 session ids and TLS 1.3 stateful tickets
  * (or, with `tickets: true`, TLS 1.2 session ids beside Node's own stateless tickets). One cache may
- * serve several servers, as OpenSSL's shared session context does; it then has one session-id
- * context for all of them.
+ * serve several servers, as OpenSSL's shared session context does; each server keeps its own
+ * session-id context on it (R25), so servers with different certificates or client CAs never resume
+ * each other's sessions.
  *
  * The server's options: unless `tickets`, `SSL_OP_NO_TICKET` must be set, and the session-id
  * context must be the one chosen below. When the server was not created with them (see
@@ -213,16 +143,18 @@ const attached = new WeakSet<tls.Server>();
  * plus these two (logging that it did), and keeps them through later `setSecureContext` calls;
  * `detach()` puts the original back.
  *
- * The session-id context, explicit and the same in every process and machine serving the service
- * (Node's default, a hash of `process.argv`, is neither):
- * 1. `options.sessionIdContext`, when given;
- * 2. else the cache's own context, when it has one (a cache shared by several servers);
- * 3. else one derived from what identifies the service, as nginx does: the first 32 hex digits of
- *    SHA-256 over the server certificate's DER (the one in force when attaching) and, when the
- *    server requests client certificates, over its `ca` option too ({@link defaultSessionIdContext};
- *    with several certificates, the one OpenSSL reports as current: give a context explicitly).
- * A cache with no context gets the one chosen; a cache whose context differs from an explicit one is
- * refused (its look-ups would never match, R7).
+ * The session-id context, the same in every process and machine serving the service (Node's
+ * default, a hash of `process.argv`, is neither), binds each session to the secure context that
+ * made it (R24): the certificate and, when the server requests client certificates, its `ca`.
+ * - With `options.sessionIdContext` (else the cache's own context, when the application set one):
+ *   that service context, used as is for the default host without client authentication, else
+ *   hashed with the virtual host and the client CA set.
+ * - Without: derived as nginx does, the first 32 hex digits of SHA-256 over the served
+ *   certificate's DER and, with client certificates, the `ca` option ({@link defaultSessionIdContext}).
+ * A server with virtual hosts (`addContext`, an `SNICallback`) hands each connection to Node under
+ * the binding of the host its SNI selects, so a session made for one host never resumes on another;
+ * a later `setSecureContext` re-derives the bindings (sessions of the old certificate or client CA
+ * set no longer resume).
  *
  * Throws (TypeError, RangeError, Error) only here, for a misuse: not a tls.Server, attached twice,
  * other `newSession`/`resumeSession` listeners present, a context that cannot be used. Once
@@ -253,32 +185,28 @@ export function attachSessionCache(
   const log = new RateLimitedLog(options.log);
 
   // ---- session-id context and secure options -------------------------------------------------
+  // The cache's own context counts only when the application set it: attach never sets it, so a
+  // second server on the cache never inherits the first one's (R25).
   const cacheCtx = cache.getSessionIdContext();
-  let sidCtx: string;
+  let service: string | undefined;
   if (options.sessionIdContext !== undefined) {
-    sidCtx = contextString(options.sessionIdContext, "sessionIdContext");
-    if (cacheCtx.length > 0 && !sameBytes(cacheCtx, Buffer.from(sidCtx, "utf8"))) {
-      throw new RangeError(
-        "attachSessionCache: sessionIdContext differs from the cache's own session-id context; " +
-          "a cache has one context (use another cache for another service)",
-      );
-    }
+    service = contextString(options.sessionIdContext, "sessionIdContext");
   } else if (cacheCtx.length > 0) {
-    sidCtx = contextString(cacheCtx, "the cache's session-id context");
-  } else {
-    sidCtx = deriveSessionIdContext(srv);
+    service = contextString(cacheCtx, "the cache's session-id context");
   }
-  const sidCtxBytes = new Uint8Array(Buffer.from(sidCtx, "utf8"));
+  const vhosts = new VirtualHosts(srv, service, tickets, helloTimeout);
+  let sidCtx = vhosts.computeDefaultBinding();
 
   const protoSetSecureContext = Object.getPrototypeOf(srv).setSecureContext as (
     this: tls.Server,
     o: tls.SecureContextOptions,
   ) => void;
   const ownSetSecureContext = Object.getOwnPropertyDescriptor(srv, "setSecureContext");
-  const withOurOptions = (o: tls.SecureContextOptions): tls.SecureContextOptions => ({
+  const ownSetTicketKeys = Object.getOwnPropertyDescriptor(srv, "setTicketKeys");
+  const withOurOptions = (o: tls.SecureContextOptions, ctx: string): tls.SecureContextOptions => ({
     ...o,
     secureOptions: tickets ? o.secureOptions : (o.secureOptions ?? 0) | SSL_OP_NO_TICKET,
-    sessionIdContext: sidCtx,
+    sessionIdContext: ctx,
   });
   let saved: Record<string, unknown> | undefined;
   let userOptions: tls.SecureContextOptions | undefined;
@@ -305,15 +233,12 @@ export function attachSessionCache(
     // Keep the ticket keys: a rebuilt context would otherwise get fresh ones, and with tickets on
     // every ticket issued so far would stop resuming.
     if (tickets && current.ticketKeys === undefined) current.ticketKeys = srv.getTicketKeys();
-    protoSetSecureContext.call(srv, withOurOptions(current as tls.SecureContextOptions));
+    protoSetSecureContext.call(srv, withOurOptions(current as tls.SecureContextOptions, sidCtx));
   }
-  // Only now that nothing can throw: the cache checks every look-up against this (R7). It stays set
-  // after detach(), as a shared SSL_CTX's would.
-  if (cacheCtx.length === 0) cache.setSessionIdContext(sidCtxBytes);
   let installedCreds: TlsServerInternals["_sharedCreds"] = srv._sharedCreds;
 
   const tlsListener = findTlsConnectionListener(srv);
-  const adapter = new ServerAdapter(srv, cache, tlsListener, log, {
+  const adapter = new ServerAdapter(srv, cache, tlsListener, log, vhosts, {
     tickets,
     reuseTickets,
     claimTicket: options.claimTicket,
@@ -324,16 +249,34 @@ export function attachSessionCache(
   if (tlsListener === undefined) {
     log.log("no-listener", "the server's TLS 'connection' listener was not found: TLS 1.3 resumes in full");
   }
-  // A later setSecureContext (a certificate rotation) keeps NO_TICKET and the context.
+  // A later setSecureContext (a certificate or CA rotation) keeps NO_TICKET and re-derives the
+  // bindings from the new context: sessions made under the old one no longer resume (R24).
   Object.defineProperty(srv, "setSecureContext", {
     configurable: true,
     writable: true,
     enumerable: false,
     value: function setSecureContext(this: TlsServerInternals, o: tls.SecureContextOptions) {
       userOptions = o;
-      protoSetSecureContext.call(this, withOurOptions(o));
+      protoSetSecureContext.call(this, withOurOptions(o, sidCtx));
+      vhosts.reset();
+      const next = vhosts.computeDefaultBinding();
+      // The binding depends on the new certificate: build once more when it changed.
+      if (next !== sidCtx) {
+        sidCtx = next;
+        protoSetSecureContext.call(this, withOurOptions(o, sidCtx));
+      }
       installedCreds = srv._sharedCreds;
       adapter.peekHellos = canNegotiateTls13(srv);
+    },
+  });
+  // New ticket keys: the virtual hosts' keys, derived from them, are made again.
+  Object.defineProperty(srv, "setTicketKeys", {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function setTicketKeys(this: TlsServerInternals, keys: Buffer) {
+      Object.getPrototypeOf(srv).setTicketKeys.call(this, keys);
+      vhosts.reset();
     },
   });
 
@@ -346,7 +289,9 @@ export function attachSessionCache(
   attached.add(server);
 
   return {
-    sessionIdContext: sidCtxBytes,
+    get sessionIdContext() {
+      return new Uint8Array(Buffer.from(vhosts.defaultBinding, "utf8"));
+    },
     stats: () => adapter.stats(),
     detach() {
       if (adapter.detached) return;
@@ -358,6 +303,8 @@ export function attachSessionCache(
       else srv.removeListener("connection", adapter.onConnection);
       if (ownSetSecureContext) Object.defineProperty(srv, "setSecureContext", ownSetSecureContext);
       else delete (srv as { setSecureContext?: unknown }).setSecureContext;
+      if (ownSetTicketKeys) Object.defineProperty(srv, "setTicketKeys", ownSetTicketKeys);
+      else delete (srv as { setTicketKeys?: unknown }).setTicketKeys;
       if (userOptions !== undefined) {
         // The user rotated the context meanwhile: rebuild it from their options as they gave them.
         protoSetSecureContext.call(srv, userOptions);
@@ -388,12 +335,23 @@ class Peek {
   ) {}
 }
 
-/** What a TLS 1.3 hello offered, kept from the peek until Node's resumeSession asks (§9.3). */
+/**
+ * What a hello offered, kept from the peek until Node's resumeSession asks (§9.3): a TLS 1.3 hello's
+ * PSK identity, and, on a server with virtual hosts, the binding of the host its SNI selected (R24).
+ */
 interface PendingHello {
   /** The legacy_session_id (a copy): the key's hash may collide. */
   readonly legacyId: Uint8Array;
+  /** A TLS 1.3 hello: the session is the one its PSK names, never its legacy id. */
+  readonly tls13: boolean;
   /** The first 32-byte PSK identity, or undefined: nothing that can hit. */
   psk: Uint8Array | undefined;
+  /** Two connections sent this legacy id: neither can be told apart, both get a full handshake. */
+  ambiguous: boolean;
+  /** The session-id context the connection runs under (its virtual host's binding). */
+  readonly ctx: Uint8Array;
+  /** The SNI name, on a server with virtual hosts (checked against a session that stored one). */
+  readonly serverName: string | undefined;
   /** The look-up of `psk`, started when the hello was read. */
   early: EarlyAnswer | undefined;
   /** Connections that sent this legacy id and have not been answered yet. */
@@ -463,6 +421,9 @@ class ServerAdapter {
     helloTimeouts: 0,
     helloAborted: 0,
     pendingHellos: 0,
+    hostMismatches: 0,
+    legacySessionsSkipped: 0,
+    unboundSessionsSkipped: 0,
   };
   /** Connections being read, oldest first (all share one deadline, so also by expiry). */
   private readonly peeking = new Map<Socket, Peek>();
@@ -482,6 +443,7 @@ class ServerAdapter {
     private readonly cache: SessionCache,
     private readonly tlsListener: ConnectionListener | undefined,
     private readonly log: RateLimitedLog,
+    private readonly vhosts: VirtualHosts,
     o: AdapterOptions,
   ) {
     this.tickets = o.tickets;
@@ -523,10 +485,18 @@ class ServerAdapter {
     } catch (err) {
       this.log.log("counter", () => `handshakeStarted failed: ${(err as Error)?.message}`);
     }
-    // Reading the ClientHello is only needed when TLS 1.3 can be negotiated: TLS 1.2 resumption
-    // needs nothing but Node's own resumeSession.
-    if (!this.peekHellos || this.tlsListener === undefined || this.srv.pauseOnConnect || socket.destroyed) {
-      this.handOff(socket);
+    // Reading the ClientHello is only needed when TLS 1.3 can be negotiated or the server has
+    // virtual hosts (the SNI picks the session-id context): else TLS 1.2 resumption needs nothing
+    // but Node's own resumeSession.
+    const routes = this.vhosts.routes();
+    if (
+      (!this.peekHellos && !routes) ||
+      this.tlsListener === undefined ||
+      this.srv.pauseOnConnect ||
+      socket.destroyed
+    ) {
+      // A host that cannot be told gets a context no session is made or resumed under.
+      this.handOff(socket, routes ? this.vhosts.unbound : undefined);
       return;
     }
     this.peeking.set(socket, new Peek(socket, this.tick + this.helloTicks));
@@ -537,13 +507,24 @@ class ServerAdapter {
     this.startSweep();
   };
 
-  private handOff(socket: Socket): void {
+  /**
+   * Gives the socket to Node's TLS layer under `binding` (undefined: the server's own context). Node
+   * reads `server._sharedCreds` synchronously while it builds the TLSSocket, so the virtual host's
+   * context is put there just for that call.
+   */
+  private handOff(socket: Socket, binding: string | undefined): void {
     if (this.tlsListener === undefined) return; // Node's own listener is still in place
+    const srv = this.srv;
+    const own = srv._sharedCreds;
     try {
-      this.tlsListener.call(this.srv, socket);
+      const ctx = binding === undefined ? undefined : this.vhosts.contextFor(binding);
+      if (ctx !== undefined) srv._sharedCreds = ctx as unknown as TlsServerInternals["_sharedCreds"];
+      this.tlsListener.call(srv, socket);
     } catch (err) {
       this.log.log("handoff", () => `Node's TLS layer refused a connection: ${(err as Error)?.message}`);
       socket.destroy();
+    } finally {
+      srv._sharedCreds = own;
     }
   }
 
@@ -562,12 +543,43 @@ class ServerAdapter {
     const r: ClientHelloResult = p.reader.push(chunk);
     if (r.kind === "more") return;
     this.endPeek(p);
-    if (r.kind === "done") {
-      this.st.hellosRead++;
-      const h = r.hello;
-      if (h.records > 1) this.st.fragmentedHellos++;
-      // Only a one-record TLS 1.3 hello with a legacy id gets a resumeSession from Node (§9.5).
-      if (!this.detached && h.offersTls13 && h.legacyId.length > 0 && h.records === 1) {
+    const s = p.socket;
+    // §9.2: stop the flow before putting the bytes back, or Node's TLS layer never sees them.
+    s.pause();
+    const bytes = p.rest === undefined ? p.first : Buffer.concat([p.first, ...p.rest]);
+    const routes = this.vhosts.routes();
+    if (r.kind !== "done") {
+      this.st.helloNotUnderstood++;
+      this.release(s, bytes, routes ? this.vhosts.unbound : undefined);
+      return;
+    }
+    this.st.hellosRead++;
+    const h = r.hello;
+    if (h.records > 1) this.st.fragmentedHellos++;
+    if (!routes) {
+      this.accept(s, bytes, h, this.vhosts.defaultBinding, false);
+      return;
+    }
+    // The SNI picks the virtual host, maybe through the application's SNICallback (asynchronous):
+    // meanwhile an error on the paused socket must not go unhandled.
+    s.on("error", ignoreError);
+    this.vhosts.resolve(h.serverName, (binding) => {
+      s.removeListener("error", ignoreError);
+      if (s.destroyed) {
+        this.st.helloAborted++;
+        return;
+      }
+      this.accept(s, bytes, h, binding, true);
+    });
+  }
+
+  /** A hello read: remembers what resumeSession will need, starts a TLS 1.3 look-up, hands over. */
+  private accept(s: Socket, bytes: Buffer, h: ClientHelloInfo, binding: string, routed: boolean): void {
+    // Only a one-record hello with a legacy id gets a resumeSession from Node (§9.5).
+    if (!this.detached && h.legacyId.length > 0 && h.records === 1) {
+      const ctx = this.vhosts.bytes(binding);
+      const serverName = routed ? h.serverName : undefined;
+      if (h.offersTls13 && this.peekHellos) {
         let psk: Uint8Array | undefined;
         for (const id of h.pskIdentities) {
           if (id.length === STATEFUL_TICKET_ID_BYTES) {
@@ -576,21 +588,22 @@ class ServerAdapter {
             break;
           }
         }
-        const e = this.remember(h.legacyId, psk);
+        const e = this.remember(h.legacyId, true, psk, ctx, serverName);
         // Before the hand-off, so the store is already at work while Node sets the connection up.
         if (e !== undefined && psk !== undefined) {
           e.early = new EarlyAnswer(this.replyTo);
-          this.lookup(psk, TLS1_3_VERSION, e.early.settle);
+          this.lookup(psk, TLS1_3_VERSION, ctx, serverName, e.early.settle);
         }
+      } else if (routed) {
+        this.remember(h.legacyId, false, undefined, ctx, serverName);
       }
-    } else {
-      this.st.helloNotUnderstood++;
     }
-    const s = p.socket;
-    // §9.2: stop the flow before putting the bytes back, or Node's TLS layer never sees them.
-    s.pause();
-    s.unshift(p.rest === undefined ? p.first : Buffer.concat([p.first, ...p.rest]));
-    this.handOff(s);
+    this.release(s, bytes, binding === this.vhosts.defaultBinding ? undefined : binding);
+  }
+
+  private release(s: Socket, bytes: Buffer, binding: string | undefined): void {
+    s.unshift(bytes);
+    this.handOff(s, binding);
   }
 
   peekGone(p: Peek): void {
@@ -600,11 +613,27 @@ class ServerAdapter {
   }
 
   /** Records a hello for resumeSession; returns the new entry, or undefined for a duplicate. */
-  private remember(legacyId: Uint8Array, psk: Uint8Array | undefined): PendingHello | undefined {
+  private remember(
+    legacyId: Uint8Array,
+    tls13: boolean,
+    psk: Uint8Array | undefined,
+    ctx: Uint8Array,
+    serverName: string | undefined,
+  ): PendingHello | undefined {
     const key = idHash(legacyId);
     let e = this.pending.get(key);
     if (e === undefined) {
-      e = { legacyId: legacyId.slice(), psk, early: undefined, refs: 1, tick: this.tick };
+      e = {
+        legacyId: legacyId.slice(),
+        tls13,
+        psk,
+        ambiguous: false,
+        ctx,
+        serverName,
+        early: undefined,
+        refs: 1,
+        tick: this.tick,
+      };
       this.pending.set(key, e);
       this.startSweep();
       return e;
@@ -613,6 +642,7 @@ class ServerAdapter {
     // collision: when resumeSession asks, neither can be told from the other, so both get a full
     // handshake (a look-up already started for the first is dropped; its ticket is spent).
     e.psk = undefined;
+    e.ambiguous = true;
     e.refs++;
     this.startSweep();
     return undefined;
@@ -632,6 +662,20 @@ class ServerAdapter {
       this.st.helloTimeouts++;
       this.log.log("hello-timeout", `no ClientHello within ${this.helloTimeout} ms: connection closed`);
       p.socket.destroy();
+      // What Node emits when its own handshake timer fires, so operators' handlers see these too.
+      if (this.srv.listenerCount("tlsClientError") > 0) {
+        const err = Object.assign(
+          new Error(`TLS handshake timeout: no ClientHello within ${this.helloTimeout} ms`),
+          {
+            code: "ERR_TLS_HANDSHAKE_TIMEOUT",
+          },
+        );
+        try {
+          this.srv.emit("tlsClientError", err, p.socket);
+        } catch (e) {
+          this.log.log("listener", () => `a tlsClientError listener threw: ${(e as Error)?.message}`);
+        }
+      }
     }
     // resumeSession comes within a tick of the hand-off or never (the connection failed first).
     for (const [k, e] of this.pending) {
@@ -672,8 +716,21 @@ class ServerAdapter {
     // With Node's stateless tickets a TLS 1.3 session is never looked up (OpenSSL decrypts the
     // ticket itself), so storing it would only fill the cache.
     if (this.tickets && session.protocolVersion === TLS1_3_VERSION) return;
+    // TLS 1.0/1.1 sessions are not stored: look-ups are made for TLS 1.2 (ids) and 1.3 (tickets)
+    // only, so they would never resume, and both versions are deprecated (RFC 8996).
+    if (session.protocolVersion < TLS1_2_VERSION) {
+      this.st.legacySessionsSkipped++;
+      return;
+    }
+    // Made on a connection whose virtual host could not be told: it must never resume.
+    if (this.vhosts.isUnbound(session.sessionIdContext)) {
+      this.st.unboundSessionsSkipped++;
+      return;
+    }
     try {
-      this.cache.updateCache(session, "server");
+      // R27: never longer than the lifetime the server advertised (Node's sessionTimeout, which
+      // OpenSSL stamps as the session's timeout and sends as the TLS 1.3 ticket lifetime).
+      this.cache.updateCache(session, "server", session.timeout > 0 ? session.timeout : undefined);
     } catch (err) {
       this.st.storeErrors++;
       this.log.log("store", () => `storing a new session failed: ${(err as Error)?.message}`);
@@ -685,22 +742,33 @@ class ServerAdapter {
       const key = idHash(id);
       const e = this.pending.get(key);
       if (e !== undefined) {
-        // A TLS 1.3 hello: its legacy id is random; the session is the one its PSK names (§9.3).
         const same = sameBytes(e.legacyId, id);
         if (same && --e.refs === 0) this.pending.delete(key);
-        if (!same || e.psk === undefined) {
+        if (!same || e.ambiguous || (e.tls13 && e.psk === undefined)) {
           this.st.lookupsSkipped++;
           miss(cb);
           return;
         }
+        if (!e.tls13) {
+          this.lookup(id, TLS1_2_VERSION, e.ctx, e.serverName, cb);
+          return;
+        }
+        // A TLS 1.3 hello: its legacy id is random; the session is the one its PSK names (§9.3).
         const early = e.early;
-        if (early === undefined) this.lookup(e.psk, TLS1_3_VERSION, cb);
+        if (early === undefined) this.lookup(e.psk!, TLS1_3_VERSION, e.ctx, e.serverName, cb);
         else if (early.settled) this.reply(cb, early.der);
         else early.waiting = cb;
         return;
       }
     }
-    this.lookup(id, TLS1_2_VERSION, cb);
+    if (this.vhosts.routes()) {
+      // Virtual hosts, and this connection's host is not known (its hello was not read): no
+      // session can be shown to belong to it (R24).
+      this.st.lookupsSkipped++;
+      miss(cb);
+      return;
+    }
+    this.lookup(id, TLS1_2_VERSION, this.vhosts.bytes(this.vhosts.defaultBinding), undefined, cb);
   };
 
   readonly onSecureConnection = (): void => {
@@ -711,11 +779,18 @@ class ServerAdapter {
     }
   };
 
-  private lookup(id: Uint8Array, version: number, cb: ResumeCallback): void {
+  private lookup(
+    id: Uint8Array,
+    version: number,
+    ctx: Uint8Array,
+    serverName: string | undefined,
+    cb: ResumeCallback,
+  ): void {
     this.st.lookups++;
     let r: Session | undefined | PromiseLike<Session | undefined>;
     try {
-      r = this.cache.lookup(id, version);
+      // R24/R25: asked under this connection's own context, whatever other servers use the cache.
+      r = this.cache.lookup(id, version, ctx);
     } catch (err) {
       this.st.lookupErrors++;
       this.log.log("lookup-error", () => `session look-up failed: ${(err as Error)?.message}`);
@@ -723,7 +798,7 @@ class ServerAdapter {
       return;
     }
     if (!isThenable(r)) {
-      this.answer(cb, r, id, version);
+      this.answer(cb, r, id, version, serverName);
       return;
     }
     // An asynchronous cache: the answer races lookupTimeout; a late one is dropped.
@@ -740,7 +815,7 @@ class ServerAdapter {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        this.answer(cb, session, id, version);
+        this.answer(cb, session, id, version, serverName);
       },
       (err: unknown) => {
         if (settled) return;
@@ -798,7 +873,13 @@ class ServerAdapter {
     }
   }
 
-  private answer(cb: ResumeCallback, session: Session | undefined, id: Uint8Array, version: number): void {
+  private answer(
+    cb: ResumeCallback,
+    session: Session | undefined,
+    id: Uint8Array,
+    version: number,
+    serverName: string | undefined,
+  ): void {
     let der: Uint8Array | null = null;
     if (session != null) {
       // §9.6: OpenSSL never checks what it is given. Anything but the exact session asked for kills
@@ -806,6 +887,10 @@ class ServerAdapter {
       if (session.protocolVersion !== version || !hasId(session, id)) {
         this.st.wrongAnswers++;
         this.log.log("wrong", "the cache answered a session with another id or protocol version: refused");
+      } else if (serverName !== undefined && !sameHost(session.hostname, serverName)) {
+        // OpenSSL stores the SNI name in a session only when the server acknowledged it (Node
+        // never does; other producers may): such a session resumes only for that name.
+        this.st.hostMismatches++;
       } else {
         if (version === TLS1_3_VERSION && !this.reuseTickets) {
           if (this.claimTicket !== undefined) {
@@ -827,6 +912,13 @@ function miss(cb: ResumeCallback): void {
   } catch {
     // The connection is gone; nothing to do.
   }
+}
+
+function ignoreError(): void {}
+
+/** A session's stored SNI name (if any) against the name a hello asked for, case-insensitively. */
+function sameHost(stored: string | undefined, asked: string): boolean {
+  return stored === undefined || stored.toLowerCase() === asked.toLowerCase();
 }
 
 /** A 30-bit FNV-1a hash of a legacy id (a small-integer Map key: no string per connection). */
@@ -875,81 +967,6 @@ function serverHandshakeTimeout(srv: tls.Server): number {
     }
   }
   return 0;
-}
-
-/** What the default session-id context is derived from (see {@link defaultSessionIdContext}). */
-export interface SessionIdContextSource {
-  /** The server certificate: PEM (its first certificate, the leaf, is used) or DER. */
-  cert: string | Uint8Array;
-  /** The server asks clients for certificates. */
-  requestCert?: boolean;
-  /** The server's `ca` option (only used with requestCert). */
-  ca?: string | Uint8Array | (string | Uint8Array)[];
-}
-
-/**
- * The session-id context {@link attachSessionCache} uses when neither the options nor the cache give
- * one, as nginx does: the first 32 hex digits of SHA-256 over a version tag, the server certificate's
- * DER and, when client certificates are requested, the `ca` option (so services with different
- * client-auth policies never resume each other's sessions). The same certificate gives the same
- * context in every process and on every machine. Pass it to {@link statefulServerOptions} (or give
- * `cert` there) to create a server that attach need not change.
- */
-export function defaultSessionIdContext(src: SessionIdContextSource): string {
-  let der: Uint8Array;
-  if (typeof src.cert === "string" || isPem(src.cert)) der = new X509Certificate(src.cert).raw;
-  else der = src.cert;
-  return deriveFrom(der, src.requestCert === true, src.ca);
-}
-
-function isPem(b: Uint8Array): boolean {
-  return b.length > 10 && Buffer.from(b.buffer, b.byteOffset, Math.min(b.length, 64)).includes("-----BEGIN");
-}
-
-function deriveFrom(certDer: Uint8Array, requestCert: boolean, ca: unknown): string {
-  const h = createHash("sha256").update("sesscache sid_ctx v1\0").update(certDer);
-  if (requestCert) {
-    h.update("\0client-auth\0");
-    const cas = ca === undefined ? [] : Array.isArray(ca) ? ca : [ca];
-    for (const c of cas) {
-      if (typeof c === "string" || c instanceof Uint8Array) h.update(c);
-      h.update("\0");
-    }
-  }
-  return h.digest("hex").slice(0, 32);
-}
-
-/** The default context for a running server, from the certificate its secure context holds. */
-function deriveSessionIdContext(srv: TlsServerInternals): string {
-  const cert = srv._sharedCreds?.context.getCertificate();
-  if (!cert || cert.length === 0) {
-    throw new TypeError(
-      "attachSessionCache: the server has no certificate to derive a session-id context from; give sessionIdContext",
-    );
-  }
-  return deriveFrom(cert, srv.requestCert === true, srv.ca);
-}
-
-/** A session-id context as the string Node takes (its UTF-8 bytes are what OpenSSL gets). */
-function contextString(ctx: string | Uint8Array, what: string): string {
-  let s: string;
-  let n: number;
-  if (typeof ctx === "string") {
-    s = ctx;
-    n = Buffer.byteLength(s, "utf8");
-  } else if (ctx instanceof Uint8Array) {
-    try {
-      s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(ctx);
-    } catch {
-      throw new RangeError(`${what} must be valid UTF-8: Node passes the session-id context as a string`);
-    }
-    n = ctx.length;
-  } else {
-    throw new TypeError(`${what} must be a string or a Uint8Array`);
-  }
-  // Node treats an empty context as "none" and falls back to a hash of process.argv.
-  if (n < 1 || n > MAX_SID_CTX_BYTES) throw new RangeError(`${what} must be 1..32 bytes, got ${n}`);
-  return s;
 }
 
 function nonNegative(v: number | undefined, dflt: number, what: string): number {

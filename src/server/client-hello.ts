@@ -26,6 +26,7 @@ export const MAX_BUFFERED_BYTES = MAX_HELLO_BYTES + 64 * RECORD_HEADER;
 
 const CONTENT_HANDSHAKE = 22;
 const HS_CLIENT_HELLO = 1;
+const EXT_SERVER_NAME = 0;
 const EXT_SESSION_TICKET = 35;
 const EXT_PRE_SHARED_KEY = 41;
 const EXT_SUPPORTED_VERSIONS = 43;
@@ -41,6 +42,11 @@ export interface ClientHelloInfo {
   offersTls13: boolean;
   /** The session_ticket extension (35) is present (empty or not). */
   hasSessionTicket: boolean;
+  /**
+   * The first host_name of server_name (0), as OpenSSL hands it to Node (bytes as latin1, case
+   * kept: Node's SNI matching is case-sensitive); undefined when the client sent none.
+   */
+  serverName: string | undefined;
   /** TLS records the handshake message was spread over (Node's own parser only reads one, §9.5). */
   records: number;
   /** Raw bytes the hello took (record headers included); anything after it is not read. */
@@ -220,6 +226,7 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
     pskIdentities: NO_IDENTITIES,
     offersTls13: false,
     hasSessionTicket: false,
+    serverName: undefined,
     records,
     length: rawLength,
   };
@@ -230,6 +237,7 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
   if (extLen !== end - p) return unknown("malformed");
   let seenVersions = false;
   let seenPsk = false;
+  let seenName = false;
   while (p < end) {
     if (end - p < 4) return unknown("malformed");
     const type = (b[p] << 8) | b[p + 1];
@@ -238,6 +246,14 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
     if (end - p < len) return unknown("malformed");
     const e = p + len;
     switch (type) {
+      case EXT_SERVER_NAME: {
+        if (seenName) return unknown("malformed");
+        seenName = true;
+        const name = parseServerName(b, p, e);
+        if (name === null) return unknown("malformed");
+        hello.serverName = name;
+        break;
+      }
       case EXT_SESSION_TICKET:
         if (hello.hasSessionTicket) return unknown("malformed");
         hello.hasSessionTicket = true;
@@ -271,6 +287,34 @@ const NO_IDENTITIES: Uint8Array[] = [];
 
 function done(hello: ClientHelloInfo): ClientHelloResult {
   return { kind: "done", hello };
+}
+
+/**
+ * ServerNameList: server_name_list<1..2^16-1> of { name_type(1), HostName<1..2^16-1> }. Returns the
+ * first host_name (type 0), undefined when there is none (an empty extension, as a server sends
+ * back, or other name types), null when malformed.
+ */
+function parseServerName(b: Uint8Array, p: number, end: number): string | undefined | null {
+  if (p === end) return undefined;
+  if (end - p < 2) return null;
+  const listLen = (b[p] << 8) | b[p + 1];
+  p += 2;
+  if (listLen !== end - p || listLen < 3) return null;
+  let name: string | undefined;
+  while (p < end) {
+    if (end - p < 3) return null;
+    const type = b[p];
+    const l = (b[p + 1] << 8) | b[p + 2];
+    p += 3;
+    if (l < 1 || end - p < l) return null;
+    if (type === 0 && name === undefined) {
+      // DNS names are short (≤ 255); anything longer OpenSSL refuses, and the reader keeps none.
+      if (l > 255) return null;
+      name = String.fromCharCode.apply(null, b.subarray(p, p + l) as unknown as number[]);
+    }
+    p += l;
+  }
+  return name;
 }
 
 /** OfferedPsks: identities<7..2^16-1> (identity<1..2^16-1>, obfuscated_ticket_age u32), binders. */
