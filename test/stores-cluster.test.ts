@@ -153,4 +153,54 @@ describe("ClusterStore across node:cluster workers", { timeout: 120_000 }, () =>
     await call(w1, { op: "set", id, value: "3003020101", expiresAt: now() + 60 });
     assert.equal((await call(w2, { op: "get", id })).result, "3003020101");
   });
+
+  // R28: replies reach exactly the request that asked.
+  test("two ClusterStores in one worker, reads in flight at once: each gets its own values", async () => {
+    const ids = Array.from({ length: 10 }, hex);
+    const values = ids.map(() => randomBytes(16).toString("hex"));
+    const r = await call(w1, { op: "pair", ids, values, expiresAt: now() + 60 });
+    assert.deepEqual(
+      r.result,
+      ids.map((id, i) => [id, values[i]]),
+    );
+  });
+
+  // R28: what a session may weigh in the primary.
+  test("a session over maxSessionBytes stays in the worker: its set answers at once, none is sent", async () => {
+    const setsBefore = primary.stats().sets;
+    for (const size of [30_000, 4097]) {
+      const id = hex();
+      const r = await call(w1, { op: "setRaw", id, size, expiresAt: now() + 60 });
+      assert.ok(
+        r.ms < WORKER_TIMEOUT_MS / 2,
+        `a ${size}-byte set took ${r.ms} ms (deadline ${WORKER_TIMEOUT_MS})`,
+      );
+      const st = r.result as { oversized: number; inFlight: number };
+      assert.equal(st.inFlight, 0, "no in-flight slot held");
+      assert.equal((await call(w2, { op: "get", id })).result, null);
+    }
+    assert.equal(((await call(w1, { op: "stats" })).result as { oversized: number }).oversized, 2);
+    assert.equal(primary.stats().sets, setsBefore, "nothing reached the primary");
+    // At the cap it is shared.
+    const id = hex();
+    await call(w1, { op: "setRaw", id, size: 4096, expiresAt: now() + 60 });
+    assert.equal(((await call(w2, { op: "get", id })).result as string).length, 2 * 4096);
+  });
+
+  test("the primary refuses a value over its own cap, and answers at once", async () => {
+    const id = hex();
+    const before = primary.stats().oversized;
+    // A worker configured for larger sessions than the primary (default 4096) takes.
+    const r = await call(w1, {
+      op: "setRaw",
+      id,
+      size: 6000,
+      maxSessionBytes: 10_240,
+      expiresAt: now() + 60,
+    });
+    assert.ok(r.ms < WORKER_TIMEOUT_MS / 2, `the set took ${r.ms} ms`);
+    assert.equal((r.result as { inFlight: number }).inFlight, 0);
+    assert.equal(primary.stats().oversized, before + 1);
+    assert.equal((await call(w2, { op: "get", id })).result, null, "not kept");
+  });
 });
