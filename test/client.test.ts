@@ -185,6 +185,43 @@ async function nodeTlsServer(options: tls.TlsOptions = {}): Promise<Running> {
   return { port: (server.address() as net.AddressInfo).port, close };
 }
 
+/**
+ * nodeTlsServer that also records the application bytes each connection received: `received(i)`
+ * settles when the i-th connection (counted as it is secured or fails) is gone.
+ */
+async function recordingTlsServer(
+  options: tls.TlsOptions = {},
+): Promise<Running & { received(i: number): Promise<Buffer> }> {
+  const got: { promise: Promise<Buffer>; resolve: (b: Buffer) => void }[] = [];
+  const slot = (i: number) => {
+    while (got.length <= i) {
+      let resolve!: (b: Buffer) => void;
+      const promise = new Promise<Buffer>((r) => {
+        resolve = r;
+      });
+      got.push({ promise, resolve });
+    }
+    return got[i]!;
+  };
+  let n = 0;
+  const server = tls.createServer({ key: pki.key, cert: pki.cert, ...options }, (s) => {
+    const mine = slot(n++);
+    const chunks: Buffer[] = [];
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("error", () => {});
+    // Settled once the connection is gone: every byte the client sent has been read by then.
+    s.on("close", () => mine.resolve(Buffer.concat(chunks)));
+    s.end(`${s.isSessionReused() ? "r" : "."} ${s.getProtocol()}\n`);
+  });
+  // A connection that fails before the handshake completes (the client destroyed it) read none.
+  server.on("tlsClientError", () => slot(n++).resolve(Buffer.alloc(0)));
+  const close = track(server);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const port = (server.address() as net.AddressInfo).port;
+  return { port, close, received: (i) => slot(i).promise };
+}
+
 /** A Node HTTPS server answering the same, with Connection: close so every request is a new connection. */
 async function nodeHttpsServer(options: https.ServerOptions = {}): Promise<Running> {
   const server = https.createServer({ key: pki.key, cert: pki.cert, ...options }, (req, res) => {
@@ -429,6 +466,94 @@ describe("Node TLS server", () => {
         await srv.close();
       }
     });
+
+    for (const rejectUnauthorized of [true, false]) {
+      test(`${v}: a resumed connection failing the identity check never reaches the application as authorized (rejectUnauthorized: ${rejectUnauthorized})`, async () => {
+        const srv = await recordingTlsServer({ maxVersion: v });
+        try {
+          const cache = newCache();
+          const opts = { port: srv.port, maxVersion: v };
+          await viaConnect(cache, opts);
+          assert.equal((await srv.received(0)).length, 0);
+          // A session verified for "localhost", filed under "forged.test": it resumes (the server
+          // accepts it), and only the post-resumption check can tell the name was never verified.
+          const good = clientIdentity({
+            host: "127.0.0.1",
+            ca: pki.caCert,
+            servername: "localhost",
+            ...opts,
+          });
+          const forgedOpts = { ...opts, servername: "forged.test", rejectUnauthorized };
+          const forged = clientIdentity({ host: "127.0.0.1", ca: pki.caCert, ...forgedOpts });
+          const [session] = cache.sessions(good);
+          cache.add(forged, session!);
+
+          type Seen = { who: string; authorized: boolean; authorizationError: unknown; destroyed: boolean };
+          const seen: Seen[] = [];
+          const look = (who: string) =>
+            seen.push({
+              who,
+              authorized: s.authorized,
+              authorizationError: s.authorizationError,
+              destroyed: s.destroyed,
+            });
+          // The application writes only to a server it trusts, as applications do.
+          const app = (who: string) => () => {
+            look(who);
+            if (s.authorized) s.write(`secret from ${who}\n`);
+          };
+          const s = connect(
+            { cache, host: "127.0.0.1", ca: pki.caCert, ...forgedOpts },
+            app("connect callback"),
+          );
+          s.on("secureConnect", app("listener"));
+          // Added after connect(): first in line, ahead of anything the cache itself listens with.
+          s.prependListener("secureConnect", app("prepended listener"));
+          let reused: boolean | null = null;
+          s.on("data", () => {});
+          let error: Error | undefined;
+          s.on("error", (err) => {
+            error = err;
+          });
+          if (!rejectUnauthorized) s.once("secureConnect", () => (reused = s.isSessionReused()));
+          // Node holds what is written before the handshake until 'secureConnect'; with
+          // rejectUnauthorized that must never leave.
+          if (rejectUnauthorized) s.write("written before the handshake\n");
+          await new Promise((resolve) => s.once("close", resolve));
+
+          if (rejectUnauthorized) {
+            // Destroyed with the error before any listener ran: none saw the connection at all.
+            assert.deepEqual(seen, []);
+            assert.ok(error instanceof ResumedIdentityError, String(error));
+            assert.equal(error.hostname, "forged.test");
+          } else {
+            assert.equal(error, undefined);
+            assert.equal(reused, true, "the forged session did resume");
+            assert.deepEqual(
+              seen.map((x) => x.who),
+              ["prepended listener", "connect callback", "listener"],
+            );
+            for (const x of seen) {
+              assert.deepEqual(
+                { ...x, who: undefined },
+                {
+                  who: undefined,
+                  authorized: false,
+                  authorizationError: "ERR_SESSCACHE_RESUMED_IDENTITY",
+                  destroyed: false,
+                },
+                x.who,
+              );
+            }
+          }
+          // Nothing of the application's reached the server.
+          assert.equal((await srv.received(1)).toString(), "");
+          assert.equal(cache.sessions(forged).length, 0, "the session is dropped");
+        } finally {
+          await srv.close();
+        }
+      });
+    }
 
     test(`${v}: a handshake that fails loses the session it offered; an application error later keeps them (R23)`, async () => {
       const srv = await nodeTlsServer({ maxVersion: v });

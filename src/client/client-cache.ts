@@ -131,6 +131,15 @@ function isTlsError(err: unknown): boolean {
   return typeof e.code === "string" && /^ERR_(SSL|OSSL|TLS)_/.test(e.code);
 }
 
+/**
+ * Whether tls.connect rejects an unauthorized peer with these options: Node fills a missing
+ * rejectUnauthorized from NODE_TLS_REJECT_UNAUTHORIZED and treats anything but `false` as true.
+ */
+function rejectsUnauthorized(options: tls.ConnectionOptions): boolean {
+  if (!Object.hasOwn(options, "rejectUnauthorized")) return process.env.NODE_TLS_REJECT_UNAUTHORIZED !== "0";
+  return options.rejectUnauthorized !== false;
+}
+
 function checkCount(name: string, v: number | undefined, min: number): void {
   if (v !== undefined && !(Number.isSafeInteger(v) && v >= min)) {
     throw new RangeError(`ClientSessionCache: ${name} must be an integer >= ${min}`);
@@ -350,8 +359,35 @@ export class ClientSessionCache {
       if (s) received.push(s);
     });
 
-    // Prepended so the check runs before any application listener sees the connection.
-    socket.prependOnceListener("secureConnect", () => {
+    // The resumed-identity check must be decided before anything of the application's sees the
+    // connection. A listener (even a prepended one) cannot promise that: the application may
+    // prependListener after us, and destroying the socket inside one listener does not stop
+    // EventEmitter from calling the rest (the tls.connect callback among them), which then saw a
+    // destroyed socket with `authorized === true`. Node emits 'secureConnect' from onConnectSecure
+    // once, right after its own verification; a 'secure' listener would run before that
+    // verification, and destroying the socket there makes onConnectSecure throw (it reads the
+    // handle that destroy() released: an uncaught TypeError). So 'secureConnect' itself
+    // is intercepted at emit: the check runs first, and on a rejected connection the event is never
+    // emitted at all (the socket is destroyed with the error, as Node does for a failed check).
+    const emit = socket.emit;
+    const ownEmit = Object.hasOwn(socket, "emit");
+    let checked = false;
+    const guarded = function (this: tls.TLSSocket, event: string | symbol, ...args: unknown[]): boolean {
+      if (event === "secureConnect" && !checked) {
+        checked = true;
+        // Restored (when still ours) so later emits pay nothing.
+        if (socket.emit === guarded) {
+          if (ownEmit) socket.emit = emit;
+          else delete (socket as { emit?: unknown }).emit;
+        }
+        if (!onSecureConnect()) return false;
+      }
+      return Reflect.apply(emit, this, [event, ...args]) as boolean;
+    } as typeof socket.emit;
+    socket.emit = guarded;
+
+    /** Runs before the application's 'secureConnect' listeners; false if the socket was destroyed. */
+    const onSecureConnect = (): boolean => {
       const reused = socket.isSessionReused();
       // The session resumed: normally the one offered; for TLS 1.2 it may be a renewed ticket.
       const current = reused ? (currentSession(socket, this.#clock()) ?? offered) : undefined;
@@ -360,13 +396,16 @@ export class ClientSessionCache {
         if (err) {
           failed = true;
           if (offered) this.remove(offered, identity);
-          if (options.rejectUnauthorized !== false) {
+          if (rejectsUnauthorized(options)) {
             socket.destroy(err);
-            return;
+            return false;
           }
-          // As Node does for a full handshake with rejectUnauthorized: false.
-          socket.authorized = false;
-          socket.authorizationError = err.code as unknown as Error;
+          // As Node does for a full handshake with rejectUnauthorized: false (which keeps the
+          // chain's error when there is one: Node checks the name only on a verified chain).
+          if (socket.authorized) {
+            socket.authorized = false;
+            socket.authorizationError = err.code as unknown as Error;
+          }
         }
       }
       this.engine.handshakeCompleted("client");
@@ -380,7 +419,8 @@ export class ClientSessionCache {
           if (s) received.push(s);
         }
       }
-    });
+      return true;
+    };
 
     // R23: a connection that fails during its handshake (fatal alert sent or received, failed
     // verification, reset) loses the session it offered; one that fails later with a TLS error

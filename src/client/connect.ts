@@ -11,7 +11,9 @@ export type CachedConnectionOptions = tls.ConnectionOptions & {
  * Like tls.connect(options), with sessions from `options.cache` (R21–R23): the session offered is
  * one verified for this exact identity, TLS 1.3 tickets are used once, new and renewed sessions
  * are stored, a failed connection loses its session, and a resumed connection's certificate is
- * checked against the name (a mismatch destroys the socket with a ResumedIdentityError).
+ * checked against the name before any 'secureConnect' listener (`secureConnectListener` too) runs:
+ * a mismatch destroys the socket with a ResumedIdentityError and no listener runs, or, with
+ * rejectUnauthorized: false, the listeners see `authorized === false` and its `authorizationError`.
  */
 export function connect(options: CachedConnectionOptions, secureConnectListener?: () => void): tls.TLSSocket {
   const { cache, ...rest } = options;
