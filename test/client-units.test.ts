@@ -86,6 +86,44 @@ describe("client identity (R21)", () => {
     );
   });
 
+  test("content changed in place is a new identity: CA arrays, Buffers, Buffers in arrays, { pem } forms", () => {
+    const pem = (tag: string) => `-----BEGIN CERTIFICATE-----\n${tag}\n-----END CERTIFICATE-----\n`;
+    // Array: an item replaced, pushed, removed.
+    const ca: (string | Buffer)[] = [pem("A")];
+    const a = clientIdentity({ ...base, ca }).key;
+    ca[0] = pem("B");
+    const b = clientIdentity({ ...base, ca }).key;
+    assert.notEqual(b, a, "an item replaced in place");
+    assert.equal(b, clientIdentity({ ...base, ca: [pem("B")] }).key, "same content, same identity");
+    ca.push(pem("C"));
+    assert.notEqual(clientIdentity({ ...base, ca }).key, b, "an item pushed");
+    ca.pop();
+    assert.equal(clientIdentity({ ...base, ca }).key, b, "back to the same content");
+    // Buffer: bytes overwritten, same length.
+    const buf = Buffer.from(pem("A"));
+    const c = clientIdentity({ ...base, ca: buf }).key;
+    buf.write(pem("B"));
+    const d = clientIdentity({ ...base, ca: buf }).key;
+    assert.notEqual(d, c, "a Buffer changed in place");
+    assert.equal(d, clientIdentity({ ...base, ca: Buffer.from(pem("B")) }).key);
+    // A Buffer inside an array that itself is unchanged.
+    const inner = Buffer.from(pem("A"));
+    const list = [inner, pem("X")];
+    const e = clientIdentity({ ...base, ca: list }).key;
+    inner.write(pem("B"));
+    assert.notEqual(clientIdentity({ ...base, ca: list }).key, e, "a Buffer in an array changed in place");
+    // Our own certificate in the { buf, passphrase } form; a view on a larger buffer.
+    const pfx = { buf: Buffer.from("client pfx one"), passphrase: "p" };
+    const f = clientIdentity({ ...base, pfx: [pfx] }).key;
+    pfx.buf.write("client pfx two");
+    assert.notEqual(clientIdentity({ ...base, pfx: [pfx] }).key, f, "a { buf } changed in place");
+    const backing = Buffer.from("..ca one..");
+    const view = new Uint8Array(backing.buffer, backing.byteOffset + 2, 6);
+    const g = clientIdentity({ ...base, ca: view as never }).key;
+    backing.write("two", 5);
+    assert.notEqual(clientIdentity({ ...base, ca: view as never }).key, g, "a view's backing bytes changed");
+  });
+
   test("a secureContext makes a process-local identity, never persisted", () => {
     const ctx = { context: {} } as never;
     const i = clientIdentity({ ...base, secureContext: ctx });

@@ -555,6 +555,48 @@ describe("Node TLS server", () => {
       });
     }
 
+    test(`${v}: trust changed in place (a CA array, a CA Buffer) is a new identity: the old session is not offered`, async () => {
+      const srv = await nodeTlsServer({ maxVersion: v });
+      const proxy = await helloProxy(srv.port);
+      try {
+        const offered = () => {
+          const h = proxy.hellos.at(-1)!;
+          return h.psk.length > 0 || h.ticket.length > 0;
+        };
+        // A Buffer with room for either CA (PEM allows trailing newlines), so it can be rewritten
+        // in place without changing its length.
+        const room = Math.max(pki.caCert.length, pki.otherCaCert.length);
+        const caBuffer = Buffer.alloc(room, "\n");
+        caBuffer.write(pki.caCert);
+        const caArray = [pki.caCert];
+        const cases: [string, tls.ConnectionOptions["ca"], () => void][] = [
+          ["array", caArray, () => (caArray[0] = pki.otherCaCert)],
+          [
+            "buffer",
+            caBuffer,
+            () => {
+              caBuffer.fill("\n");
+              caBuffer.write(pki.otherCaCert);
+            },
+          ],
+        ];
+        for (const [what, ca, trustOtherCa] of cases) {
+          const cache = newCache();
+          const opts = { port: proxy.port, maxVersion: v, ca };
+          assert.equal((await viaConnect(cache, opts)).reused, false, what);
+          assert.equal((await viaConnect(cache, opts)).reused, true, `${what}: resumes under the same trust`);
+          // Now only the other CA is trusted, through the very same object: the server's chain no
+          // longer verifies. A session verified under the old trust would resume authorized.
+          trustOtherCa();
+          await assert.rejects(viaConnect(cache, opts), { code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" }, what);
+          assert.equal(offered(), false, `${what}: the session of the old trust was not offered`);
+        }
+      } finally {
+        await proxy.close();
+        await srv.close();
+      }
+    });
+
     test(`${v}: a handshake that fails loses the session it offered; an application error later keeps them (R23)`, async () => {
       const srv = await nodeTlsServer({ maxVersion: v });
       const proxy = await helloProxy(srv.port);

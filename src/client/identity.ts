@@ -35,9 +35,25 @@ export type IdentityOptions = tls.ConnectionOptions & {
 
 const VERSION = "sesscache/client-identity/v1";
 
-// Hashing a CA bundle (often 200 KB) on every connection would cost more than a handshake saves,
-// so digests of the same objects are remembered: buffers and arrays by identity, strings by value.
-const objectDigests = new WeakMap<object, string>();
+// Hashing a CA bundle (often 200 KB: ~160 µs of SHA-256) on every connection would cost more than
+// a resumption saves, so digests are remembered; but a remembered digest must never outlive the
+// content it was made from, or a session verified under the old trust is offered under the new.
+// Strings are immutable: by value. Buffers and other views can change in place: each is remembered
+// with a private copy of its bytes, and a digest is reused only while the bytes still equal the
+// copy (a memcmp: ~3 µs for 200 KB), else the bytes are hashed again. Arrays can change in place
+// too: each is remembered with its items and their digests, and reused only while it holds the
+// same items whose own digests are unchanged (so a Buffer inside, changed in place, is seen too).
+interface ViewDigest {
+  readonly bytes: Buffer;
+  readonly digest: string;
+}
+interface ListDigest {
+  readonly items: readonly unknown[];
+  readonly digests: readonly string[];
+  readonly digest: string;
+}
+const viewDigests = new WeakMap<ArrayBufferView, ViewDigest>();
+const listDigests = new WeakMap<readonly unknown[], ListDigest>();
 const stringDigests = new Map<string, string>();
 const MAX_STRING_DIGESTS = 64;
 const contextIds = new WeakMap<object, string>();
@@ -62,10 +78,11 @@ function digestOne(v: unknown): string {
     return d;
   }
   if (ArrayBuffer.isView(v)) {
-    const seen = objectDigests.get(v);
-    if (seen !== undefined) return seen;
-    const d = sha(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-    objectDigests.set(v, d);
+    const bytes = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    const seen = viewDigests.get(v);
+    if (seen?.bytes.equals(bytes)) return seen.digest;
+    const d = sha(bytes);
+    viewDigests.set(v, { bytes: Buffer.from(bytes), digest: d });
     return d;
   }
   if (typeof v === "object") {
@@ -80,10 +97,21 @@ function digestOne(v: unknown): string {
 function digest(v: Material | readonly Material[]): string {
   if (v === undefined || v === null) return "";
   if (!Array.isArray(v)) return digestOne(v);
-  const seen = objectDigests.get(v);
-  if (seen !== undefined) return seen;
-  const d = sha((v as readonly Material[]).map(digestOne).sort().join(","));
-  objectDigests.set(v, d);
+  const list = v as readonly Material[];
+  const seen = listDigests.get(list);
+  if (seen !== undefined && seen.items.length === list.length) {
+    let same = true;
+    for (let i = 0; i < list.length && same; i++) {
+      const x = list[i];
+      // A string is its value; an object's content may have changed under the same reference.
+      same = x === seen.items[i] && (typeof x !== "object" || x === null || digestOne(x) === seen.digests[i]);
+    }
+    if (same) return seen.digest;
+  }
+  const items = [...list];
+  const digests = items.map(digestOne);
+  const d = sha([...digests].sort().join(","));
+  listDigests.set(list, { items, digests, digest: d });
   return d;
 }
 
@@ -120,10 +148,11 @@ export function clientIdentity(options: IdentityOptions): ClientIdentity {
   const host = str(options.host ?? "localhost").toLowerCase();
   const port = str(options.port);
   const servername = str(options.servername).toLowerCase();
-  const rejectUnauthorized =
-    options.rejectUnauthorized === undefined
-      ? process.env.NODE_TLS_REJECT_UNAUTHORIZED !== "0"
-      : options.rejectUnauthorized !== false;
+  // As tls.connect decides it: a missing option falls back to NODE_TLS_REJECT_UNAUTHORIZED, any
+  // value but false (an explicit undefined too) verifies.
+  const rejectUnauthorized = Object.hasOwn(options, "rejectUnauthorized")
+    ? options.rejectUnauthorized !== false
+    : process.env.NODE_TLS_REJECT_UNAUTHORIZED !== "0";
   let context = "";
   if (options.secureContext) {
     let id = contextIds.get(options.secureContext);
