@@ -269,6 +269,18 @@ export function attachSessionCache(
       adapter.peekHellos = canNegotiateTls13(srv);
     },
   });
+  // A host added later: its context's options say which CA set verifies its clients.
+  const ownAddContext = Object.getOwnPropertyDescriptor(srv, "addContext");
+  Object.defineProperty(srv, "addContext", {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function addContext(this: TlsServerInternals, servername: string, context: unknown) {
+      Object.getPrototypeOf(srv).addContext.call(this, servername, context);
+      const last = this._contexts?.at(-1);
+      if (last !== undefined) vhosts.noteHostOptions(last[1], context);
+    },
+  });
   // New ticket keys: the virtual hosts' keys, derived from them, are made again.
   Object.defineProperty(srv, "setTicketKeys", {
     configurable: true,
@@ -305,6 +317,8 @@ export function attachSessionCache(
       else delete (srv as { setSecureContext?: unknown }).setSecureContext;
       if (ownSetTicketKeys) Object.defineProperty(srv, "setTicketKeys", ownSetTicketKeys);
       else delete (srv as { setTicketKeys?: unknown }).setTicketKeys;
+      if (ownAddContext) Object.defineProperty(srv, "addContext", ownAddContext);
+      else delete (srv as { addContext?: unknown }).addContext;
       if (userOptions !== undefined) {
         // The user rotated the context meanwhile: rebuild it from their options as they gave them.
         protoSetSecureContext.call(srv, userOptions);

@@ -77,6 +77,12 @@ export class VirtualHosts {
   private bindings = new WeakMap<object, string>();
   private readonly copies = new Map<string, tls.SecureContext>();
   private readonly byteForms = new Map<string, Uint8Array>();
+  /**
+   * The `ca` option of virtual-host contexts added through `addContext` after attach. Node verifies
+   * a client certificate against the selected host's own CA store, and a native context does not
+   * say what that is; contexts the adapter did not see being made count the server's `ca`.
+   */
+  private readonly hostCa = new WeakMap<object, unknown>();
 
   constructor(
     private readonly srv: TlsServerInternals,
@@ -194,6 +200,16 @@ export class VirtualHosts {
     return c;
   }
 
+  /** Records the options a virtual host's context was made from (see `hostCa`). */
+  noteHostOptions(native: NativeSecureContext, options: unknown): void {
+    // A SecureContext (what tls.createSecureContext returns) keeps its options to itself.
+    const isSecureContext = (options as { context?: unknown } | null)?.context != null;
+    if (options !== null && typeof options === "object" && !isSecureContext) {
+      this.hostCa.set(native, (options as { ca?: unknown }).ca ?? null);
+      this.bindings.delete(native);
+    }
+  }
+
   private customSni(): SniCallback | undefined {
     if (this.sniSymbol === undefined) return undefined;
     const f = (this.srv as unknown as Record<symbol, unknown>)[this.sniSymbol];
@@ -229,11 +245,15 @@ export class VirtualHosts {
     let b = this.bindings.get(native);
     if (b !== undefined) return b;
     const srv = this.srv;
-    if (this.service !== undefined) b = bindService(this.service, vhost, srv.requestCert === true, srv.ca);
-    else {
-      const cert = native.getCertificate();
-      if (!cert || cert.length === 0) return this.unbound;
-      b = deriveFrom(cert, srv.requestCert === true, srv.ca);
+    const ca = this.hostCa.has(native) ? (this.hostCa.get(native) ?? undefined) : srv.ca;
+    const cert = native.getCertificate();
+    if (!cert || cert.length === 0) return this.unbound;
+    if (this.service !== undefined) {
+      // The certificate too: hosts sharing a pattern over time (addContext again) stay apart.
+      const fp = createHash("sha256").update(cert).digest("hex");
+      b = bindService(this.service, `${vhost}\0${fp}`, srv.requestCert === true, ca);
+    } else {
+      b = deriveFrom(cert, srv.requestCert === true, ca);
     }
     this.bindings.set(native, b);
     return b;

@@ -87,3 +87,54 @@ export function testPki(): TestPki {
   };
   return cached;
 }
+
+export interface VhostPki {
+  /** Leaves for the virtual hosts a.test and b.test, signed by the test CA. */
+  a: { cert: string; key: string };
+  b: { cert: string; key: string };
+  /** A client certificate signed by the test CA (caCert) and one signed by the other CA. */
+  client: { cert: string; key: string };
+  otherClient: { cert: string; key: string };
+}
+
+let vhostCached: VhostPki | undefined;
+
+/** Virtual-host and client certificates, made once per process beside testPki()'s CAs. */
+export function vhostPki(): VhostPki {
+  if (vhostCached) return vhostCached;
+  const { dir } = testPki();
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const leaf = (name: string, ca: string, ext: string) => {
+    ossl(dir, "req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
+    writeFileSync(join(dir, `${name}.cnf`), `${ext}\n`);
+    ossl(
+      dir,
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${ca}.pem`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-out",
+      `${name}.pem`,
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.cnf`,
+    );
+    return {
+      cert: readFileSync(join(dir, `${name}.pem`), "utf8"),
+      key: readFileSync(join(dir, `${name}.key`), "utf8"),
+    };
+  };
+  vhostCached = {
+    a: leaf("a.test", "ca", "subjectAltName=DNS:a.test"),
+    b: leaf("b.test", "ca", "subjectAltName=DNS:b.test"),
+    client: leaf("client", "ca", "extendedKeyUsage=clientAuth"),
+    otherClient: leaf("other-client", "ca2", "extendedKeyUsage=clientAuth"),
+  };
+  return vhostCached;
+}
