@@ -96,6 +96,20 @@ describe("ClientHelloReader", () => {
     assert.equal(h.length, data.length);
   });
 
+  it("reads the SNI host name (the first host_name), and none from an empty or malformed list", () => {
+    const name = [...Buffer.from("B.Test")];
+    const sni = (list: number[]) => ext(0, [...u16(list.length), ...list]);
+    const entry = (type: number, n: number[]) => [type, ...u16(n.length), ...n];
+    const read = (e: number[]) =>
+      done(feed(records(helloMessage({ legacyId: id32, extensions: [e] })))).serverName;
+    assert.equal(read(sni(entry(0, name))), "B.Test");
+    assert.equal(read(sni([...entry(7, [1, 2]), ...entry(0, name), ...entry(0, [0x78])])), "B.Test");
+    assert.equal(read(ext(0, [])), undefined);
+    assert.equal(read(ext(0, [0, 0])), undefined);
+    assert.equal(read(sni([0, 0, 9, 0x61])), undefined, "a name longer than its list");
+    assert.equal(done(feed(records(tls13Hello))).serverName, undefined);
+  });
+
   it("reads the same hello one byte at a time and in every two-way split", () => {
     const data = records(tls13Hello);
     const h = done(feed(data, 1));

@@ -130,7 +130,6 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     certGenerated = local.generated;
   }
 
-  let leaving = false;
   const lookupTimeout = options.lookupTimeout ?? 50;
   if (!(Number.isFinite(lookupTimeout) && lookupTimeout > 0)) {
     throw new CliError(`--lookup-timeout must be a positive number of milliseconds, got ${lookupTimeout}`);
@@ -168,12 +167,10 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
       mode,
       timeout: options.timeout,
       cacheSize: options.cacheSize,
+      // The remove callback's reason decides what reaches the store (R26): eviction, expiry,
+      // flush and close() stay local, so a server leaving the fleet or filling its own cache never
+      // deletes the sessions the others still resume.
       ...shared,
-      // cache.close() flushes every session through the remove callback, as SSL_CTX_free does: a
-      // server leaving the fleet must not delete the sessions the others still resume.
-      ...(shared
-        ? { onRemoveSession: (session) => (leaving ? undefined : shared.onRemoveSession(session)) }
-        : {}),
     });
   } catch (err) {
     await store?.close();
@@ -295,7 +292,6 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     closing ??= new Promise<void>((done) => {
       server.close(() => {
         attached.detach();
-        leaving = true;
         cache.close();
         void closeStore().then(() => done());
       });

@@ -1,6 +1,6 @@
 // An incremental, allocation-light reader for the first flight of a TLS client: just enough of the
 // ClientHello to find what a session cache needs (legacy_session_id, the pre_shared_key identities,
-// whether TLS 1.3 is offered, whether the session_ticket extension is there). This is hostile-input
+// whether TLS 1.3 is offered, whether the session_ticket extension is there, the SNI name). This is hostile-input
 // code: every length is checked against its container, nothing is trusted, what it buffers is
 // capped, and any input it does not understand ends in `unknown` (the caller then hands the bytes to
 // OpenSSL untouched and lets it answer). It never throws.
@@ -249,9 +249,8 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
       case EXT_SERVER_NAME: {
         if (seenName) return unknown("malformed");
         seenName = true;
-        const name = parseServerName(b, p, e);
-        if (name === null) return unknown("malformed");
-        hello.serverName = name;
+        // A malformed list counts as no name: OpenSSL refuses that hello itself.
+        hello.serverName = parseServerName(b, p, e) ?? undefined;
         break;
       }
       case EXT_SESSION_TICKET:
