@@ -12,6 +12,7 @@ import {
   cipherName,
   knownCiphers,
   MAX_SESSION_DER_BYTES,
+  opensslCipherName,
   parseSession,
   protocolName,
   type Session,
@@ -20,6 +21,7 @@ import {
   type SslSession,
   withTimes,
 } from "../src/session/index.js";
+import { sessionMasterKey } from "../src/session/parse.js";
 import { testPki } from "./support/certs.js";
 import {
   buildSessionDer,
@@ -107,6 +109,10 @@ describe("synthetic sessions", () => {
     assert.equal(s.maxEarlyData, 16_384);
     assert.equal(s.alpn, "h2");
     assert.equal(s.group, 0x001d);
+    assert.equal(s.pskIdentityHint, "hint");
+    assert.equal(s.pskIdentity, "identity");
+    assert.equal(s.srpUsername, "srp");
+    assert.equal(s.maxFragmentLengthMode, 2);
   });
 
   test("byte fields are zero-copy views of der", () => {
@@ -129,6 +135,10 @@ describe("synthetic sessions", () => {
     assert.equal(s.maxEarlyData, 0);
     assert.equal(s.extendedMasterSecret, false);
     assert.equal(s.sessionIdContext.length, 0);
+    assert.equal(s.pskIdentityHint, undefined);
+    assert.equal(s.pskIdentity, undefined);
+    assert.equal(s.srpUsername, undefined);
+    assert.equal(s.maxFragmentLengthMode, 0);
   });
 
   test("a session without session_id_context has an empty one", () => {
@@ -401,6 +411,18 @@ describe("secrets", () => {
     assert.equal(summary.id, hex(full.id));
   });
 
+  test("sessionMasterKey (not a member, not in the package surface) reads it for inspect --show-secrets", async () => {
+    const s = parseSession(buildSessionDer(full));
+    assert.equal(hex(sessionMasterKey(s)), hex(masterKey));
+    assert.equal(sessionMasterKey(parseSession(buildSessionDer({ masterKey: new Uint8Array(0) }))).length, 0);
+    const surface = (await import("../src/index.js")) as Record<string, unknown>;
+    assert.equal(surface.sessionMasterKey, undefined);
+    assert.equal(
+      ((await import("../src/session/index.js")) as Record<string, unknown>).sessionMasterKey,
+      undefined,
+    );
+  });
+
   test("toString names protocol, cipher and id", () => {
     const s = parseSession(buildSessionDer({ ...full, time: 10, timeout: 20 }));
     assert.equal(
@@ -431,6 +453,12 @@ describe("cipher names", () => {
     const table = knownCiphers();
     assert.ok(table.size >= 30);
     for (const [id, name] of table) assert.equal(openssl.get(id), name, `0x${id.toString(16)}`);
+    for (const m of out.matchAll(/0x([0-9A-F]{2}),0x([0-9A-F]{2}) - \S+\s+- (\S+)/g)) {
+      const id = Number.parseInt(m[1] + m[2], 16);
+      if (table.has(id)) assert.equal(opensslCipherName(id), m[3], `0x${id.toString(16)}`);
+    }
+    assert.equal(opensslCipherName(0xc02f), "ECDHE-RSA-AES128-GCM-SHA256");
+    assert.equal(opensslCipherName(0xffff), undefined);
     assert.equal(cipherName(0x1301), "TLS_AES_128_GCM_SHA256");
     assert.equal(cipherName(0xffff), undefined);
   });

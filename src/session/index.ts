@@ -1,5 +1,5 @@
 // Public surface of the session decoder (spec R3).
-export { cipherName, knownCiphers } from "./ciphers.js";
+export { cipherName, knownCiphers, opensslCipherName } from "./ciphers.js";
 export { SessionDecodeError, type SessionDecodeReason } from "./errors.js";
 export {
   MAX_SESSION_DER_BYTES,

@@ -93,6 +93,17 @@ function integerIn(r: DerReader, what: string, min: number, max: number): number
   return v;
 }
 
+let readMasterKey: (s: SslSession) => Uint8Array;
+
+/**
+ * The master secret (TLS 1.2) or resumption PSK (TLS 1.3) of a decoded session: a view into its
+ * DER, empty when the session has none. Deliberately not a member and not exported from the
+ * package: only code that means to show a secret (`sesscache inspect --show-secrets`) calls it.
+ */
+export function sessionMasterKey(s: SslSession): Uint8Array {
+  return readMasterKey(s);
+}
+
 /**
  * A decoded session. Byte fields (`id`, `sessionIdContext`, `peerCertificate`, `ticket`) are
  * zero-copy views of `der`, which is the caller's buffer itself: do not modify it afterwards
@@ -118,6 +129,17 @@ export class SslSession implements Session {
   #maxEarlyData = 0;
   #alpn = NONE;
   #group = NONE;
+  #masterKey = NONE;
+  #pskIdentityHint = NONE;
+  #pskIdentity = NONE;
+  #srpUsername = NONE;
+  #maxFragmentLengthMode = 0;
+
+  static {
+    // The one way to the master secret, for `sesscache inspect --show-secrets`: a module-level
+    // function rather than a member, so nothing that walks a session (JSON, inspect) can reach it.
+    readMasterKey = (s) => (s.#masterKey === NONE ? new Uint8Array(0) : view(s.#der, s.#masterKey));
+  }
 
   /** Decodes `der`; throws SessionDecodeError. Use parseSession() rather than this. */
   constructor(der: Uint8Array, now?: number) {
@@ -149,6 +171,7 @@ export class SslSession implements Session {
     if (r.len > MAX_MASTER_KEY) {
       throw new SessionDecodeError("master-key-too-long", "master key over 48 bytes", r.hdr);
     }
+    this.#masterKey = r.start * SPAN + r.len;
 
     let time = 0;
     let timeout = 0;
@@ -200,9 +223,15 @@ export class SslSession implements Session {
         case 6:
           this.#hostname = octets(r, "hostname");
           break;
-        case 7: // psk identity hint
-        case 8: // psk identity
-        case 12: // srp username
+        case 7:
+          this.#pskIdentityHint = octets(r, "psk identity hint");
+          break;
+        case 8:
+          this.#pskIdentity = octets(r, "psk identity");
+          break;
+        case 12:
+          this.#srpUsername = octets(r, "srp username");
+          break;
         case 18: // ticket appdata
         case 20: // peer raw public key
           octets(r, `[${num}]`);
@@ -232,7 +261,7 @@ export class SslSession implements Session {
           this.#alpn = octets(r, "alpn");
           break;
         case 17:
-          integerIn(r, "max fragment length mode", 0, UINT32_MAX);
+          this.#maxFragmentLengthMode = integerIn(r, "max fragment length mode", 0, UINT32_MAX);
           break;
         case 19:
           this.#group = integerIn(r, "key-exchange group", 0, UINT32_MAX);
@@ -309,6 +338,22 @@ export class SslSession implements Session {
   }
   get group(): number | undefined {
     return this.#group === NONE ? undefined : this.#group;
+  }
+  /** PSK identity hint ([7]), when present (sessions made with a pre-shared key). */
+  get pskIdentityHint(): string | undefined {
+    return this.#pskIdentityHint === NONE ? undefined : utf8.decode(view(this.#der, this.#pskIdentityHint));
+  }
+  /** PSK identity ([8]), when present. */
+  get pskIdentity(): string | undefined {
+    return this.#pskIdentity === NONE ? undefined : utf8.decode(view(this.#der, this.#pskIdentity));
+  }
+  /** SRP user name ([12]), when present. */
+  get srpUsername(): string | undefined {
+    return this.#srpUsername === NONE ? undefined : utf8.decode(view(this.#der, this.#srpUsername));
+  }
+  /** RFC 6066 max_fragment_length code ([17]): 0 none, 1..4 = 512, 1024, 2048, 4096 bytes. */
+  get maxFragmentLengthMode(): number {
+    return this.#maxFragmentLengthMode;
   }
 
   /** R5: expired only strictly after time + timeout. */
