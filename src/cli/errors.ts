@@ -44,3 +44,13 @@ const ERRNO_TEXT: Record<string, string> = {
   EROFS: "read-only file system",
   ENOSPC: "no space left on device",
 };
+
+/**
+ * Ends a command with an exit code and nothing on stderr: the command already printed its answer
+ * (a check that says no exits 1).
+ */
+export class QuietExit extends CliError {
+  constructor(exitCode: number) {
+    super("", { exitCode });
+  }
+}

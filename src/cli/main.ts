@@ -4,9 +4,11 @@ import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
 import { CliError, describeError, oneLine } from "./errors.js";
+import { register as inspect } from "./inspect.js";
+import { register as probe } from "./probe.js";
 import { register as serve } from "./serve.js";
 
-const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve];
+const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve, probe, inspect];
 
 /** The package version; package.json is two levels up from both src/cli and dist/cli. */
 export function version(): string {
@@ -21,6 +23,7 @@ export function createProgram(): Command {
     .description("OpenSSL's TLS session cache for Node.js")
     .version(version(), "-V, --version", "print the version")
     .helpOption("-h, --help", "show help")
+    .option("--debug", "print a stack trace with unexpected errors (also: SESSCACHE_DEBUG=1)")
     // Errors come back to main() as exceptions so the exit code and message format are ours.
     .exitOverride()
     .configureOutput({
@@ -40,22 +43,27 @@ export function createProgram(): Command {
 export async function main(argv: readonly string[] = process.argv): Promise<number> {
   // `sesscache --help | head -3`: a reader that went away is not an error worth a stack trace.
   if (!process.stdout.listeners("error").includes(ignoreEpipe)) process.stdout.on("error", ignoreEpipe);
+  const program = createProgram();
   try {
-    await createProgram().parseAsync([...argv]);
+    await program.parseAsync([...argv]);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Already printed through outputError (or help/version was shown).
       return err.exitCode === 0 ? 0 : 2;
     }
+    const debug = Boolean(process.env.SESSCACHE_DEBUG) || program.opts().debug === true;
     if (err instanceof CliError) {
-      process.stderr.write(`sesscache: ${oneLine(err.message)}\n`);
+      // An empty message: the command already said everything (a check that says no, exit 1).
+      if (err.message) process.stderr.write(`sesscache: ${oneLine(err.message)}\n`);
+      const cause = err.cause instanceof Error ? err.cause.stack : undefined;
+      if (debug && cause) process.stderr.write(`${cause}\n`);
       return err.exitCode;
     }
     const detail =
-      process.env.SESSCACHE_DEBUG && err instanceof Error && err.stack
+      debug && err instanceof Error && err.stack
         ? `\n${err.stack}`
-        : " (set SESSCACHE_DEBUG=1 for a stack trace)";
+        : " (--debug or SESSCACHE_DEBUG=1 for a stack trace)";
     process.stderr.write(`sesscache: unexpected error: ${describeError(err)}${detail}\n`);
     return 1;
   }
