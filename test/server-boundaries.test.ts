@@ -186,30 +186,50 @@ describe("R24 virtual hosts: a session made for a.test never resumes on b.test",
     }
   }
 
-  it("two hosts with the same certificate but different client CA sets stay apart", async () => {
-    const server = vhostServer({ ...statefulServerOptions(), requestCert: true, rejectUnauthorized: false });
-    const authorized = watchAuthorized(server);
-    const s = await start(server);
-    server.addContext("a.test", { ...hosts.a, ca: pki.caCert });
-    server.addContext("a2.test", { ...hosts.a, ca: pki.otherCaCert });
-    try {
-      for (const v of VERSIONS) {
-        const a = await connect(s.port, v, { servername: "a.test", client: hosts.client });
-        assert.equal(authorized.at(-1), true);
-        const [first, second] = a.sessions;
-        const x = await connect(s.port, v, { servername: "a2.test", session: first, client: hosts.client });
-        assert.equal(x.reused, false, `TLS ${v}: must not resume where the client CA set differs`);
-        assert.equal(authorized.at(-1), false);
-        const back = await connect(s.port, v, {
-          servername: "a.test",
-          session: v === "1.3" ? second : first,
-        });
-        assert.equal(back.reused, true, `TLS ${v} control`);
+  for (const how of ["addContext after attach", "addContext before attach", "SNICallback"] as const) {
+    it(`two hosts with the same certificate but different client CA sets stay apart (${how})`, async () => {
+      const optsA = { ...hosts.a, ca: pki.caCert };
+      const optsA2 = { ...hosts.a, ca: pki.otherCaCert };
+      const ctxA = tls.createSecureContext(optsA);
+      const ctxA2 = tls.createSecureContext(optsA2);
+      const server = vhostServer({
+        ...statefulServerOptions(),
+        requestCert: true,
+        rejectUnauthorized: false,
+        ...(how === "SNICallback"
+          ? {
+              SNICallback: (n: string, cb: (e: Error | null, c?: tls.SecureContext) => void) =>
+                cb(null, n === "a.test" ? ctxA : ctxA2),
+            }
+          : {}),
+      });
+      const add = () => {
+        server.addContext("a.test", optsA);
+        server.addContext("a2.test", optsA2);
+      };
+      if (how === "addContext before attach") add();
+      const authorized = watchAuthorized(server);
+      const s = await start(server);
+      if (how === "addContext after attach") add();
+      try {
+        for (const v of VERSIONS) {
+          const a = await connect(s.port, v, { servername: "a.test", client: hosts.client });
+          assert.equal(authorized.at(-1), true);
+          const [first, second] = a.sessions;
+          const x = await connect(s.port, v, { servername: "a2.test", session: first, client: hosts.client });
+          assert.equal(x.reused, false, `TLS ${v}: must not resume where the client CA set differs`);
+          assert.equal(authorized.at(-1), false, "a2.test's CA set refuses the client");
+          const back = await connect(s.port, v, {
+            servername: "a.test",
+            session: v === "1.3" ? second : first,
+          });
+          assert.equal(back.reused, true, `TLS ${v} control`);
+        }
+      } finally {
+        await s.close();
       }
-    } finally {
-      await s.close();
-    }
-  });
+    });
+  }
 
   it("the default host's sessions do not resume on a virtual host either (both versions)", async () => {
     const { server, addHosts } = twoHosts("addContext", false);
@@ -373,6 +393,60 @@ describe("R27 lifetimes: the shorter of the server's sessionTimeout and the cach
         s.cache.sessions().map((x) => x.timeout),
         [60],
       );
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+/** A TLS 1.3 ClientHello (structure only: its binder is zeros) offering `psk`, with extra extensions. */
+function rawHello(o: { legacyId: Buffer; psk: Uint8Array; ticketExt?: Buffer }): Buffer {
+  const u16 = (n: number) => [n >> 8, n & 0xff];
+  const ext = (type: number, data: number[]) => [...u16(type), ...u16(data.length), ...data];
+  const identity = [...u16(o.psk.length), ...o.psk, 0, 0, 0, 0];
+  const binders = [32, ...new Array(32).fill(0)];
+  const exts = [
+    ...ext(43, [2, 3, 4]),
+    ...ext(45, [1, 1]),
+    ...(o.ticketExt ? ext(35, [...o.ticketExt]) : []),
+    ...ext(41, [...u16(identity.length), ...identity, ...u16(binders.length), ...binders]),
+  ];
+  const body = [
+    3,
+    3,
+    ...new Array(32).fill(7),
+    o.legacyId.length,
+    ...o.legacyId,
+    ...u16(2),
+    0x13,
+    0x01,
+    1,
+    0,
+  ];
+  body.push(...u16(exts.length), ...exts);
+  const hs = [1, 0, ...u16(body.length), ...body];
+  return Buffer.from([22, 3, 1, ...u16(hs.length), ...hs]);
+}
+
+describe("pending hellos: an answer goes only to a hello Node will ask about", () => {
+  it("a hello carrying a TLS 1.2 ticket (Node never asks for its session) starts no look-up and spends no ticket", async () => {
+    const s = await start(vhostServer(statefulServerOptions()));
+    try {
+      const a = await connect(s.port, "1.3", {});
+      const ticket = (await import("../src/session/index.js")).parseSession(a.sessions[0]).ticket!;
+      const held = s.cache.stats().number;
+      const before = s.handle.stats();
+      const sock = net.connect(s.port, "127.0.0.1");
+      sock.on("error", () => {});
+      sock.on("data", () => {});
+      sock.write(rawHello({ legacyId: Buffer.alloc(32, 9), psk: ticket, ticketExt: Buffer.from([1]) }));
+      await once(sock, "close");
+      const after = s.handle.stats();
+      assert.equal(after.hellosRead, before.hellosRead + 1, "the hello was read");
+      assert.equal(after.lookups, before.lookups, "no look-up for a hello Node will not ask about");
+      assert.equal(s.cache.stats().number, held, "the ticket is not spent");
+      // Control: the same ticket still resumes for its owner.
+      assert.equal((await connect(s.port, "1.3", { session: a.sessions[0] })).reused, true);
     } finally {
       await s.close();
     }

@@ -589,11 +589,16 @@ class ServerAdapter {
 
   /** A hello read: remembers what resumeSession will need, starts a TLS 1.3 look-up, hands over. */
   private accept(s: Socket, bytes: Buffer, h: ClientHelloInfo, binding: string, routed: boolean): void {
-    // Only a one-record hello with a legacy id gets a resumeSession from Node (§9.5).
-    if (!this.detached && h.legacyId.length > 0 && h.records === 1) {
+    if (!this.detached && h.legacyId.length > 0) {
       const ctx = this.vhosts.bytes(binding);
       const serverName = routed ? h.serverName : undefined;
-      if (h.offersTls13 && this.peekHellos) {
+      if (!nodeAsksForSession(h)) {
+        // Node will not ask for this hello's session (§9.5). Its legacy id is remembered all the
+        // same, as ambiguous: another connection sending the same id (whose hello this reader may
+        // not have understood) must not be answered from a look-up made for this one.
+        if (routed || this.pending.has(idHash(h.legacyId)))
+          this.remember(h.legacyId, false, undefined, ctx, serverName, true);
+      } else if (h.offersTls13 && this.peekHellos) {
         let psk: Uint8Array | undefined;
         for (const id of h.pskIdentities) {
           if (id.length === STATEFUL_TICKET_ID_BYTES) {
@@ -602,14 +607,14 @@ class ServerAdapter {
             break;
           }
         }
-        const e = this.remember(h.legacyId, true, psk, ctx, serverName);
+        const e = this.remember(h.legacyId, true, psk, ctx, serverName, false);
         // Before the hand-off, so the store is already at work while Node sets the connection up.
         if (e !== undefined && psk !== undefined) {
           e.early = new EarlyAnswer(this.replyTo);
           this.lookup(psk, TLS1_3_VERSION, ctx, serverName, e.early.settle);
         }
       } else if (routed) {
-        this.remember(h.legacyId, false, undefined, ctx, serverName);
+        this.remember(h.legacyId, false, undefined, ctx, serverName, false);
       }
     }
     this.release(s, bytes, binding === this.vhosts.defaultBinding ? undefined : binding);
@@ -633,6 +638,7 @@ class ServerAdapter {
     psk: Uint8Array | undefined,
     ctx: Uint8Array,
     serverName: string | undefined,
+    ambiguous: boolean,
   ): PendingHello | undefined {
     const key = idHash(legacyId);
     let e = this.pending.get(key);
@@ -641,7 +647,7 @@ class ServerAdapter {
         legacyId: legacyId.slice(),
         tls13,
         psk,
-        ambiguous: false,
+        ambiguous,
         ctx,
         serverName,
         early: undefined,
@@ -929,6 +935,17 @@ function miss(cb: ResumeCallback): void {
 }
 
 function ignoreError(): void {}
+
+/**
+ * Whether Node's own ClientHello parser will emit resumeSession for this hello: one record, a
+ * legacy_version it reads (TLS 1.0 to 1.2 framing) and no ticket in session_ticket (a client
+ * offering a TLS 1.2 ticket resumes through OpenSSL alone).
+ */
+function nodeAsksForSession(h: ClientHelloInfo): boolean {
+  return (
+    h.records === 1 && h.sessionTicketBytes === 0 && h.legacyVersion >= 0x0301 && h.legacyVersion <= 0x0303
+  );
+}
 
 /** A session's stored SNI name (if any) against the name a hello asked for, case-insensitively. */
 function sameHost(stored: string | undefined, asked: string): boolean {

@@ -42,6 +42,8 @@ export interface ClientHelloInfo {
   offersTls13: boolean;
   /** The session_ticket extension (35) is present (empty or not). */
   hasSessionTicket: boolean;
+  /** Bytes of ticket the session_ticket extension carries (0: empty or absent). */
+  sessionTicketBytes: number;
   /**
    * The first host_name of server_name (0), as OpenSSL hands it to Node (bytes as latin1, case
    * kept: Node's SNI matching is case-sensitive); undefined when the client sent none.
@@ -226,6 +228,7 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
     pskIdentities: NO_IDENTITIES,
     offersTls13: false,
     hasSessionTicket: false,
+    sessionTicketBytes: 0,
     serverName: undefined,
     records,
     length: rawLength,
@@ -256,6 +259,7 @@ function parseBody(b: Uint8Array, start: number, end: number, records: number, r
       case EXT_SESSION_TICKET:
         if (hello.hasSessionTicket) return unknown("malformed");
         hello.hasSessionTicket = true;
+        hello.sessionTicketBytes = len;
         break;
       case EXT_SUPPORTED_VERSIONS: {
         if (seenVersions) return unknown("malformed");

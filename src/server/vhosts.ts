@@ -188,7 +188,8 @@ export class VirtualHosts {
     for (const f of SECURE_CONTEXT_FIELDS) if (srv[f] !== undefined) o[f] = srv[f];
     o.sessionIdContext = binding;
     // Each virtual host its own ticket keys (derived from the server's): a stateless ticket one
-    // host issued does not decrypt on another, where OpenSSL would not check the context (TLS 1.3).
+    // host issued does not even decrypt on another (defence in depth beside OpenSSL's own check
+    // of the session-id context).
     if (this.tickets) {
       o.ticketKeys = Buffer.from(
         hkdfSync("sha256", this.srv.getTicketKeys(), binding, "sesscache vhost ticket keys", 48),
@@ -245,9 +246,19 @@ export class VirtualHosts {
     let b = this.bindings.get(native);
     if (b !== undefined) return b;
     const srv = this.srv;
-    const ca = this.hostCa.has(native) ? (this.hostCa.get(native) ?? undefined) : srv.ca;
     const cert = native.getCertificate();
     if (!cert || cert.length === 0) return this.unbound;
+    let ca: unknown;
+    if (this.hostCa.has(native)) ca = this.hostCa.get(native) ?? undefined;
+    else if (srv.requestCert === true) {
+      // Client certificates are verified against this host's own CA set, which nothing here can
+      // read (a ready-made SecureContext, one added before attach, an SNICallback's answer). Two
+      // such hosts may share a certificate and differ only there: a random value per context
+      // keeps each apart, at the price of its sessions resuming in this process only.
+      b = bindService(randomBytes(16).toString("hex"), vhost, true, undefined);
+      this.bindings.set(native, b);
+      return b;
+    } else ca = srv.ca;
     if (this.service !== undefined) {
       // The certificate too: hosts sharing a pattern over time (addContext again) stay apart.
       const fp = createHash("sha256").update(cert).digest("hex");
