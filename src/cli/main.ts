@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
 import { CliError, describeError, oneLine } from "./errors.js";
 import { register as probe } from "./probe.js";
+import { register as inspect } from "./inspect.js";
 import { register as serve } from "./serve.js";
 
 const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve, probe];
