@@ -13,6 +13,7 @@ import type { SessionCache } from "../engine/session-cache.js";
 import { type ClientHelloInfo, ClientHelloReader, type ClientHelloResult } from "./client-hello.js";
 import type { RateLimitedLog } from "./log.js";
 import type { AttachedSessionCacheStats } from "./resumption.js";
+import { Ticker } from "./ticker.js";
 import type { TlsServerInternals, VirtualHosts } from "./vhosts.js";
 
 export type ConnectionListener = (this: tls.Server, socket: Socket) => void;
@@ -42,11 +43,9 @@ export class HelloHandOff {
   // Socket listeners, shared by all connections of this server (`this` is the socket).
   private readonly onPeekData: (this: Socket, chunk: Buffer) => void;
   private readonly onPeekGone: (this: Socket) => void;
-  /** Sweep ticks: the hello deadline is counted in them. */
-  private tick = 0;
-  private readonly period: number;
+  /** The hello deadline is counted in its ticks. */
+  private readonly ticker: Ticker;
   private readonly helloTicks: number;
-  private sweepTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(
     private readonly srv: TlsServerInternals,
@@ -61,8 +60,8 @@ export class HelloHandOff {
   ) {
     this.peekHellos = peekHellos;
     // A silent connection is closed between helloTimeout and helloTimeout + period after it came.
-    this.period = helloSweepPeriod(helloTimeout);
-    this.helloTicks = Math.ceil(helloTimeout / this.period) + 1;
+    this.ticker = new Ticker(helloSweepPeriod(helloTimeout), this.sweep);
+    this.helloTicks = Math.ceil(helloTimeout / this.ticker.period) + 1;
     const peeking = this.peeking;
     const self = this;
     this.onPeekData = function onPeekData(this: Socket, chunk: Buffer) {
@@ -96,12 +95,12 @@ export class HelloHandOff {
       this.handOff(socket, routes ? this.vhosts.unbound : undefined);
       return;
     }
-    this.peeking.set(socket, new Peek(socket, this.tick + this.helloTicks));
+    this.peeking.set(socket, new Peek(socket, this.ticker.tick + this.helloTicks));
     socket.on("data", this.onPeekData);
     // 'close' follows 'end' unless the server allows half-open sockets; the deadline covers those.
     socket.on("close", this.onPeekGone);
     socket.on("error", this.onPeekGone);
-    this.startSweep();
+    this.ticker.start();
   };
 
   /**
@@ -186,14 +185,7 @@ export class HelloHandOff {
     p.socket.destroy();
   }
 
-  private startSweep(): void {
-    if (this.sweepTimer !== undefined) return;
-    this.sweepTimer = setInterval(this.sweep, this.period);
-    this.sweepTimer.unref();
-  }
-
-  private readonly sweep = (): void => {
-    const t = ++this.tick;
+  private readonly sweep = (t: number): boolean => {
     for (const p of this.peeking.values()) {
       if (p.expires > t) break;
       this.endPeek(p);
@@ -215,10 +207,7 @@ export class HelloHandOff {
         }
       }
     }
-    if (this.peeking.size === 0) {
-      clearInterval(this.sweepTimer);
-      this.sweepTimer = undefined;
-    }
+    return this.peeking.size > 0;
   };
 }
 

@@ -10,6 +10,7 @@ import { parseSession } from "../session/index.js";
 import type { Session } from "../session/types.js";
 import { type ClientHelloInfo, TLS1_3_VERSION } from "./client-hello.js";
 import type { RateLimitedLog } from "./log.js";
+import { Ticker } from "./ticker.js";
 import type { VirtualHosts } from "./vhosts.js";
 
 const TLS1_2_VERSION = 0x0303;
@@ -153,10 +154,8 @@ export class ResumptionCallbacks {
   private readonly lookupTimeout: number;
   /** Hellos handed to Node, by a hash of their legacy id, oldest first. */
   readonly pending = new Map<number, PendingHello>();
-  /** Sweep ticks: a remembered hello not asked for within two is stale. */
-  private tick = 0;
-  private readonly period: number;
-  private sweepTimer: NodeJS.Timeout | undefined = undefined;
+  /** A remembered hello not asked for within two of its ticks is stale. */
+  private readonly ticker: Ticker;
 
   constructor(
     private readonly cache: SessionCache,
@@ -169,7 +168,7 @@ export class ResumptionCallbacks {
     this.reuseTickets = o.reuseTickets;
     this.claimTicket = o.claimTicket;
     this.lookupTimeout = o.lookupTimeout;
-    this.period = o.sweepPeriod;
+    this.ticker = new Ticker(o.sweepPeriod, this.sweep);
   }
 
   /**
@@ -229,10 +228,10 @@ export class ResumptionCallbacks {
         serverName,
         early: undefined,
         refs: 1,
-        tick: this.tick,
+        tick: this.ticker.tick,
       };
       this.pending.set(key, e);
-      this.startSweep();
+      this.ticker.start();
       return e;
     }
     // Two connections with one "random" legacy id (a client bug or a forgery), or a hash
@@ -241,27 +240,17 @@ export class ResumptionCallbacks {
     e.psk = undefined;
     e.ambiguous = true;
     e.refs++;
-    this.startSweep();
+    this.ticker.start();
     return undefined;
   }
 
-  private startSweep(): void {
-    if (this.sweepTimer !== undefined) return;
-    this.sweepTimer = setInterval(this.sweep, this.period);
-    this.sweepTimer.unref();
-  }
-
-  private readonly sweep = (): void => {
-    const t = ++this.tick;
+  private readonly sweep = (t: number): boolean => {
     // resumeSession comes within a tick of the hand-off or never (the connection failed first).
     for (const [k, e] of this.pending) {
       if (e.tick + 2 > t) break;
       this.pending.delete(k);
     }
-    if (this.pending.size === 0) {
-      clearInterval(this.sweepTimer);
-      this.sweepTimer = undefined;
-    }
+    return this.pending.size > 0;
   };
 
   readonly onNewSession = (_id: Buffer, der: Buffer, done: () => void): void => {
