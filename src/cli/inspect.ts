@@ -125,6 +125,9 @@ function decode(name: string, bytes: Buffer): SslSession {
   if (isPem && !text.includes(`-----BEGIN ${PEM_LABEL}-----`)) {
     throw fail(`PEM block is "${label}", expected "${PEM_LABEL}"`);
   }
+  if (isPem && !text.includes(`-----END ${PEM_LABEL}-----`)) {
+    throw fail(`PEM block has no END line (truncated?)`);
+  }
   if (!isPem && bytes[0] !== 0x30) {
     throw fail("neither DER (an ASN.1 SEQUENCE) nor PEM (-----BEGIN SSL SESSION PARAMETERS-----)");
   }
