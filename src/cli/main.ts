@@ -3,12 +3,13 @@
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
+import { register as bench } from "./bench.js";
 import { CliError, describeError, oneLine } from "./errors.js";
 import { register as inspect } from "./inspect.js";
 import { register as probe } from "./probe.js";
 import { register as serve } from "./serve.js";
 
-const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve, probe, inspect];
+const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve, probe, inspect, bench];
 
 /** The package version; package.json is two levels up from both src/cli and dist/cli. */
 export function version(): string {

@@ -199,7 +199,7 @@ function pick(sessions: ReceivedSession[], byTicket: boolean): ReceivedSession |
 
 function whyNot(name: MethodName, r: MethodReport, first: HandshakeResult): string {
   if (r.attempts === 0) {
-    return name === "tls13" ? `no ticket within ${TICKET_WAIT_MS} ms` : "no session to offer";
+    return name === "tls13" ? "no TLS 1.3 ticket received" : "no session to offer";
   }
   if (r.errors === r.attempts) return "every resumption attempt failed with an error";
   if (name === "tls12Ticket" && !r.ticketIssued) return "no ticket issued";

@@ -156,6 +156,26 @@ function decode(der: Buffer): ReceivedSession {
   }
 }
 
+// Making a SecureContext (and parsing its CAs) costs about as much as a resumed handshake: one per
+// configuration, reused by every connection made with it.
+const contexts = new Map<string, { ca: string | Buffer | undefined; context: tls.SecureContext }>();
+
+function clientContext(o: HandshakeOptions): tls.SecureContext {
+  const minVersion = o.minVersion ?? "TLSv1.2";
+  const maxVersion = o.maxVersion ?? "TLSv1.3";
+  const key = `${minVersion} ${maxVersion} ${o.tickets !== false}`;
+  const known = contexts.get(key);
+  if (known && known.ca === o.ca) return known.context;
+  const context = tls.createSecureContext({
+    ...(o.ca !== undefined ? { ca: o.ca } : {}),
+    minVersion,
+    maxVersion,
+    ...(o.tickets === false ? { secureOptions: constants.SSL_OP_NO_TICKET } : {}),
+  });
+  contexts.set(key, { ca: o.ca, context });
+  return context;
+}
+
 /** One TLS connection; rejects with a HandshakeError. Closes the connection with close_notify. */
 export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
   return new Promise((resolve, reject) => {
@@ -173,12 +193,9 @@ export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
       host: o.host,
       port: o.port,
       ...(o.servername !== undefined ? { servername: o.servername } : {}),
-      ...(o.ca !== undefined ? { ca: o.ca } : {}),
+      secureContext: clientContext(o),
       rejectUnauthorized: !o.insecure,
-      minVersion: o.minVersion ?? "TLSv1.2",
-      maxVersion: o.maxVersion ?? "TLSv1.3",
       ...(o.session ? { session: o.session } : {}),
-      ...(o.tickets === false ? { secureOptions: constants.SSL_OP_NO_TICKET } : {}),
     });
 
     const deadline = setTimeout(() => {
@@ -227,7 +244,8 @@ export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
     });
     socket.once("error", fail);
     socket.once("close", () => {
-      if (!settled && latencyMs > 0) done();
+      if (settled) return;
+      if (latencyMs > 0) done();
       else fail(new HandshakeError("tls", `${formatTarget(o)}: connection closed during the TLS handshake`));
     });
     socket.once("secureConnect", () => {
