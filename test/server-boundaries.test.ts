@@ -453,6 +453,73 @@ describe("pending hellos: an answer goes only to a hello Node will ask about", (
   });
 });
 
+describe("other inputs that select a session", () => {
+  it("version: a TLS 1.2 session id offered as a TLS 1.3 PSK identity finds nothing", async () => {
+    const s = await start(vhostServer(statefulServerOptions()));
+    try {
+      const a = await connect(s.port, "1.2", {});
+      const id = (await import("../src/session/index.js")).parseSession(a.sessions[0]).id;
+      assert.equal(id.length, 32);
+      const hits = s.cache.stats().hits;
+      const lookups = s.handle.stats().lookups;
+      const sock = net.connect(s.port, "127.0.0.1");
+      sock.on("error", () => {});
+      sock.on("data", () => {});
+      sock.write(rawHello({ legacyId: Buffer.alloc(32, 5), psk: id }));
+      await once(sock, "close");
+      assert.equal(s.handle.stats().lookups, lookups + 1, "looked up (as TLS 1.3)");
+      assert.equal(s.cache.stats().hits, hits, "and not found: the key holds the version");
+      assert.equal((await connect(s.port, "1.2", { session: a.sessions[0] })).reused, true, "control");
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("ALPN is not a boundary: it is negotiated afresh on a resumed connection", async () => {
+    const server = tls.createServer(
+      { key: pki.key, cert: pki.cert, ALPNProtocols: ["h2", "http/1.1"], ...statefulServerOptions() },
+      (c) => {
+        c.on("error", () => {});
+        c.end("x");
+      },
+    );
+    const s = await start(server);
+    const alpn = (version: TlsVersion, protocols: string[], session?: Buffer) =>
+      new Promise<{ reused: boolean; alpn: string | false; sessions: Buffer[] }>((resolve, reject) => {
+        const v = version === "1.3" ? "TLSv1.3" : "TLSv1.2";
+        const sessions: Buffer[] = [];
+        const c = tls.connect({
+          port: s.port,
+          host: "127.0.0.1",
+          rejectUnauthorized: false,
+          ALPNProtocols: protocols,
+          session,
+          minVersion: v,
+          maxVersion: v,
+        });
+        c.on("session", (x: Buffer) => sessions.push(x));
+        c.once("error", reject);
+        let r: { reused: boolean; alpn: string | false } | undefined;
+        c.once("secureConnect", () => {
+          r = { reused: c.isSessionReused(), alpn: c.alpnProtocol };
+        });
+        c.on("data", () => {});
+        c.once("close", () => resolve({ ...r!, sessions }));
+      });
+    try {
+      for (const v of VERSIONS) {
+        const first = await alpn(v, ["h2"]);
+        assert.equal(first.alpn, "h2");
+        const again = await alpn(v, ["http/1.1"], first.sessions.at(-1));
+        assert.equal(again.reused, true, `TLS ${v}`);
+        assert.equal(again.alpn, "http/1.1", "the new offer decides, not the session");
+      }
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe("issue 9 §6, server side", () => {
   it("TLS 1.0 sessions are not stored (they would never resume); TLS 1.2 ones are", async () => {
     const server = vhostServer({
