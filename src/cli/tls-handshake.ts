@@ -273,7 +273,7 @@ export function fatal(err: unknown): never {
   if (err instanceof CliError) throw err;
   const e =
     err instanceof HandshakeError ? err : new HandshakeError("tls", describeError(err), { cause: err });
-  throw new CliError(e.message, { cause: err, exitCode: 2 });
+  throw new CliError(e.message, { cause: e.cause ?? e, exitCode: 2 });
 }
 
 /** Parses HOST[:PORT], [IPv6][:PORT] or a bare IPv6 address (port default 443). */
