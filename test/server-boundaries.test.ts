@@ -485,7 +485,7 @@ describe("other inputs that select a session", () => {
     );
     const s = await start(server);
     const alpn = (version: TlsVersion, protocols: string[], session?: Buffer) =>
-      new Promise<{ reused: boolean; alpn: string | false; sessions: Buffer[] }>((resolve, reject) => {
+      new Promise<{ reused: boolean; alpn: string | false | null; sessions: Buffer[] }>((resolve, reject) => {
         const v = version === "1.3" ? "TLSv1.3" : "TLSv1.2";
         const sessions: Buffer[] = [];
         const c = tls.connect({
@@ -499,7 +499,7 @@ describe("other inputs that select a session", () => {
         });
         c.on("session", (x: Buffer) => sessions.push(x));
         c.once("error", reject);
-        let r: { reused: boolean; alpn: string | false } | undefined;
+        let r: { reused: boolean; alpn: string | false | null } | undefined;
         c.once("secureConnect", () => {
           r = { reused: c.isSessionReused(), alpn: c.alpnProtocol };
         });
