@@ -6,11 +6,21 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import tls from "node:tls";
 import type { BenchReport } from "../src/cli/bench.js";
 import { testPki } from "./support/certs.js";
-import { assertOneLineError, cli, entry, runProcess, startServeChild } from "./support/cli-run.js";
+import {
+  assertOneLineError,
+  cli,
+  entry,
+  pythonTlsSkipReason,
+  resettingFront,
+  runProcess,
+  startPythonTlsServer,
+  startServeChild,
+} from "./support/cli-run.js";
 import { freePort, type Nginx, nginxSkipReason, startNginx } from "./support/nginx.js";
-import { have } from "./support/tls-peers.js";
+import { have, listenLocal, trackConnections } from "./support/tls-peers.js";
 
 const pki = testPki();
 const tmp = mkdtempSync(join(tmpdir(), "sesscache-bench-"));
@@ -22,6 +32,8 @@ const trust = ["--ca", pki.caFile, "--servername", "localhost"];
 function assertSane(report: BenchReport, count: number): void {
   for (const phase of [report.full, report.resumed]) {
     assert.equal(phase.handshakes + phase.errors, count);
+    assert.equal(phase.attempts, count);
+    assert.ok(phase.handshakeSeconds > 0 && phase.handshakeSeconds <= phase.seconds);
     assert.ok(phase.handshakesPerSecond > 0, `rate ${phase.handshakesPerSecond}`);
     assert.ok(phase.latencyMs, "latencies");
     assert.ok(phase.latencyMs.p50 > 0 && phase.latencyMs.p50 <= phase.latencyMs.p99);
@@ -147,6 +159,119 @@ describe("bench against sesscache serve", TIMEOUT, () => {
   });
 });
 
+describe("bench: the rates count handshakes, not the wait for TLS 1.3 tickets", TIMEOUT, () => {
+  const stops: (() => Promise<void>)[] = [];
+  after(() => Promise.all(stops.map((s) => s())));
+
+  test("a plain Node server that keeps the connection open (no ticket on a resumed TLS 1.3 handshake)", async () => {
+    // Like any server waiting for a request: the connection stays until the client closes it.
+    const server = tls.createServer({ cert: pki.cert, key: pki.key }, (s) => s.resume());
+    stops.push(trackConnections(server).close);
+    const port = await listenLocal(server);
+    const started = performance.now();
+    const r = await cli(["bench", `127.0.0.1:${port}`, ...trust, "--tls1.3", "--count", "20", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as BenchReport;
+    assertSane(report, 20);
+    assert.equal(report.resumed.resumedRatio, 1);
+    // A handshake on this machine takes milliseconds; waiting for a ticket that never comes took
+    // a second per connection.
+    assert.ok(report.full.handshakesPerSecond > 50, `full ${report.full.handshakesPerSecond}/s`);
+    assert.ok(report.resumed.handshakesPerSecond > 50, `resumed ${report.resumed.handshakesPerSecond}/s`);
+    assert.ok(report.resumed.latencyMs!.p99 < 500, `p99 ${report.resumed.latencyMs!.p99}`);
+    assert.ok(performance.now() - started < 15_000, "20 resumed connections do not take 20 s");
+  });
+
+  test("a TLS 1.3 server that issues no tickets (Python, num_tickets 0): full rate is handshakes, nothing resumes", {
+    skip: pythonTlsSkipReason(),
+  }, async () => {
+    const py = await startPythonTlsServer(pki.certFile, pki.keyFile, 0);
+    stops.push(py.stop);
+    const r = await cli(["bench", `127.0.0.1:${py.port}`, ...trust, "--count", "10", "--json"]);
+    assert.equal(r.code, 1, r.stderr);
+    const report = JSON.parse(r.stdout) as BenchReport;
+    assert.equal(report.protocol, "TLSv1.3");
+    assertSane(report, 10);
+    assert.equal(report.resumed.resumed, 0);
+    assert.ok(report.full.handshakesPerSecond > 50, `full ${report.full.handshakesPerSecond}/s`);
+    assert.ok(report.resumed.handshakesPerSecond > 50, `resumed ${report.resumed.handshakesPerSecond}/s`);
+  });
+});
+
+describe("bench: failed connections are counted", TIMEOUT, () => {
+  const stops: (() => Promise<void>)[] = [];
+  after(() => Promise.all(stops.map((s) => s())));
+  /** A Node TLS server behind a front that resets the TCP connections numbered in `reset`. */
+  const resetting = async (reset: number[]) => {
+    const server = tls.createServer({ cert: pki.cert, key: pki.key }, (s) => s.resume());
+    stops.push(trackConnections(server).close);
+    const front = await resettingFront(server, new Set(reset));
+    stops.push(front.stop);
+    return front.port;
+  };
+
+  test("one connection failing while the starting sessions are gathered is counted, not fatal", async () => {
+    // --count 4 --concurrency 2: connection 1 checks the server, 2-5 are the full phase, 6 and 7
+    // gather a session for each worker (6 is reset), then the resumed phase.
+    const port = await resetting([6]);
+    const r = await cli([
+      "bench",
+      `127.0.0.1:${port}`,
+      ...trust,
+      "--tls1.3",
+      "--count",
+      "4",
+      "--concurrency",
+      "2",
+      "--json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as BenchReport;
+    assertSane(report, 4);
+    assert.equal(report.setupErrors, 1);
+    // The worker without a session borrowed the other's (Node's tickets resume more than once).
+    assert.equal(report.resumed.resumedRatio, 1);
+    const human = await cli([
+      "bench",
+      `127.0.0.1:${await resetting([6])}`,
+      ...trust,
+      "--tls1.3",
+      "--count",
+      "4",
+      "--concurrency",
+      "2",
+    ]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /^1 of 2 connections failed while gathering the first sessions$/m);
+  });
+
+  test("resumedRatio is resumed / attempts: a failed resumption attempt did not resume", async () => {
+    // --count 4: connection 1 checks the server, 2-5 are the full phase, 6 gathers the session,
+    // 7-10 are the resumption attempts; 7 and 9 are reset.
+    const port = await resetting([7, 9]);
+    const r = await cli(["bench", `127.0.0.1:${port}`, ...trust, "--tls1.3", "--count", "4", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as BenchReport;
+    assertSane(report, 4);
+    assert.deepEqual(
+      [report.resumed.attempts, report.resumed.handshakes, report.resumed.errors, report.resumed.resumed],
+      [4, 2, 2, 2],
+    );
+    assert.equal(report.resumed.resumedRatio, 0.5);
+    assert.equal(report.setupErrors, 0);
+    const human = await cli([
+      "bench",
+      `127.0.0.1:${await resetting([7, 9])}`,
+      ...trust,
+      "--tls1.3",
+      "--count",
+      "4",
+    ]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /^resumed +\d+\.\d +\d+\.\d\d +\d+\.\d\d +2\/4 \(50\.0%\) +2$/m);
+  });
+});
+
 describe("bench errors and usage", TIMEOUT, () => {
   test("a closed port: exit 2, one line", async () => {
     const port = await freePort();
@@ -167,6 +292,12 @@ describe("bench errors and usage", TIMEOUT, () => {
     ["--duration 0", ["bench", "127.0.0.1:1", "--duration", "0"], /--duration/],
     ["--concurrency not a number", ["bench", "127.0.0.1:1", "--concurrency", "many"], /--concurrency/],
     ["port out of range", ["bench", "127.0.0.1:0"], /out of range/],
+    // Larger than a timer holds: Node would warn and fire it at once.
+    [
+      "--timeout too large",
+      ["bench", "127.0.0.1:1", "--timeout", "3000000000"],
+      /--timeout.*at most 2147483647/,
+    ],
   ];
   for (const [name, args, pattern] of cases) {
     test(`usage: ${name}`, async () => assertOneLineError(await cli(args), pattern));

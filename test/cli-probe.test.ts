@@ -3,14 +3,22 @@
 // cache, a closed port, and bad usage.
 import assert from "node:assert/strict";
 import { constants } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import type { ProbeReport } from "../src/cli/probe.js";
 import { testPki } from "./support/certs.js";
-import { assertOneLineError, type CliResult, cli, startServeChild } from "./support/cli-run.js";
+import {
+  assertOneLineError,
+  type CliResult,
+  cli,
+  pythonTlsSkipReason,
+  startPythonTlsServer,
+  startServeChild,
+} from "./support/cli-run.js";
 import { freePort, type Nginx, nginxSkipReason, startNginx } from "./support/nginx.js";
 import { listenLocal, trackConnections } from "./support/tls-peers.js";
 
@@ -180,6 +188,65 @@ describe("probe against plain Node TLS servers (no cache)", TIMEOUT, () => {
   });
 });
 
+describe("probe against servers that misbehave", TIMEOUT, () => {
+  const stops: (() => Promise<void>)[] = [];
+  after(() => Promise.all(stops.map((s) => s())));
+
+  test("a server that resets each connection right after the handshake: the handshakes count, resumption is seen", async () => {
+    const secureContext = tls.createSecureContext({ cert: pki.cert, key: pki.key });
+    const server = createServer((raw) => {
+      raw.on("error", () => {});
+      const t = new tls.TLSSocket(raw, { isServer: true, secureContext });
+      t.on("error", () => {});
+      // Its TLS 1.3 tickets go out, then the connection is reset instead of closed.
+      t.on("secure", () => setImmediate(() => raw.resetAndDestroy()));
+    });
+    stops.push(trackConnections(server).close);
+    const port = await listenLocal(server);
+    const { r, report } = await probeJson(port);
+    assert.equal(r.code, 0);
+    for (const m of ["tls12SessionId", "tls12Ticket", "tls13"] as const) {
+      assert.equal(report[m].errors, 0, m);
+      assert.doesNotMatch(report[m].note ?? "", /failed/, m);
+    }
+    assert.deepEqual([report.tls12Ticket.resumed, report.tls12Ticket.resumedCount], [true, 3]);
+    assert.deepEqual([report.tls13.resumed, report.tls13.resumedCount], [true, 3]);
+  });
+
+  test('a TLS 1.3 server that issues no tickets (Python, num_tickets 0): "no ticket issued", nothing offered', {
+    skip: pythonTlsSkipReason(),
+  }, async () => {
+    const py = await startPythonTlsServer(pki.certFile, pki.keyFile, 0);
+    stops.push(py.stop);
+    const { r, report } = await probeJson(py.port);
+    assert.equal(r.code, 1);
+    assert.equal(report.tls12SessionId.supported, false);
+    assert.equal(report.tls13.supported, true);
+    assert.equal(report.tls13.ticketIssued, false);
+    assert.equal(report.tls13.attempts, 0, "a TLS 1.3 session without a ticket is not offered");
+    assert.equal(report.tls13.note, "no ticket issued");
+    assert.equal(report.tls13.ticketAcceptedTwice, null);
+    const human = await cli(["probe", `127.0.0.1:${py.port}`, ...trust]);
+    assert.equal(human.code, 1, human.stderr);
+    assert.match(human.stdout, /^ {2}TLS 1\.3 PSK: no ticket issued$/m);
+  });
+
+  test("control characters in --servername are escaped in the report and in errors", async () => {
+    const server = tls.createServer({ cert: pki.cert, key: pki.key }, (s) => s.resume());
+    stops.push(trackConnections(server).close);
+    const port = await listenLocal(server);
+    const evil = "ev\x1b]0;owned\x07il\u202e";
+    const r = await cli(["probe", `127.0.0.1:${port}`, "--insecure", "--count", "1", "--servername", evil]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^sesscache probe 127\.0\.0\.1:\d+ \(SNI ev\\x1b\]0;owned\\x07il\\u\{202e\}\)$/m);
+    assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f\u202e]/);
+    // The certificate does not match that name: Node's message repeats it.
+    const bad = await cli(["probe", `127.0.0.1:${port}`, "--ca", pki.caFile, "--servername", evil]);
+    assertOneLineError(bad, /ev\\x1b\]0;owned\\x07il/);
+    assert.doesNotMatch(bad.stderr, /[\x00-\x09\x0b-\x1f\x7f\u202e]/);
+  });
+});
+
 describe("probe errors and usage", TIMEOUT, () => {
   test("a closed port: exit 2, one line; --debug adds the stack", async () => {
     const port = await freePort();
@@ -204,10 +271,31 @@ describe("probe errors and usage", TIMEOUT, () => {
     ],
     ["--ca missing", ["probe", "127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], /cannot read --ca file/],
     ["unknown flag", ["probe", "127.0.0.1:1", "--bogus"], /unknown option '--bogus'/],
+    // Larger than a timer holds: Node would warn and fire it at once.
+    [
+      "--timeout too large",
+      ["probe", "127.0.0.1:1", "--timeout", "3000000000"],
+      /--timeout.*at most 2147483647/,
+    ],
   ];
   for (const [name, args, pattern] of cases) {
     test(`usage: ${name}`, async () => assertOneLineError(await cli(args), pattern));
   }
+
+  test("--ca: a PEM certificate that does not decode is refused before connecting", async () => {
+    const garbage = join(tmp, "garbage-ca.pem");
+    writeFileSync(garbage, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    assertOneLineError(
+      await cli(["probe", "127.0.0.1:1", "--ca", garbage]),
+      /--ca file .*garbage-ca\.pem: its certificate does not decode \(/,
+    );
+    const second = join(tmp, "second-bad-ca.pem");
+    writeFileSync(second, `${pki.caCert}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n`);
+    assertOneLineError(
+      await cli(["bench", "127.0.0.1:1", "--ca", second]),
+      /--ca file .*second-bad-ca\.pem: certificate 2 of 2 does not decode/,
+    );
+  });
 
   test("--help: options, exit codes and examples", async () => {
     const r = await cli(["probe", "--help"]);

@@ -1,24 +1,34 @@
 // `sesscache bench HOST[:PORT]`: full handshakes per second (no session offered), then resumed
 // handshakes per second (each connection offers the newest session its worker holds), with
-// latency percentiles and the share of resumption attempts that resumed.
+// latency percentiles and the share of resumption attempts that resumed. With TLS 1.3 a
+// connection stays a little after its handshake for the server's ticket (the next resumption
+// needs it); that wait is timed apart and left out of the rates.
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { QuietExit } from "./errors.js";
-import { parsePositive, readCaFile } from "./probe.js";
+import { parsePositive, parseTimeout, readCaFile } from "./probe.js";
 import {
   defaultServername,
   fatal,
   formatTarget,
+  type HandshakeInfo,
   type HandshakeOptions,
+  type HandshakeResult,
   handshake,
-  lastTicket,
   parseTarget,
   type ReceivedSession,
   type Target,
   type TlsVersionName,
 } from "./tls-handshake.js";
 
-/** How long a resumed TLS 1.3 connection waits for its next ticket. */
+/** The longest a TLS 1.3 connection waits for a ticket after its handshake. */
 const TICKET_WAIT_MS = 1000;
+/**
+ * In the phases the wait is shorter: a server sends its tickets right after the handshake (one
+ * round trip after the client's Finished), so a ticket that has not come within a few handshake
+ * times, and at least TICKET_WAIT_FLOOR_MS, is not coming.
+ */
+const TICKET_WAIT_FACTOR = 3;
+const TICKET_WAIT_FLOOR_MS = 25;
 const DEFAULT_DURATION = 3;
 
 export interface Latency {
@@ -29,12 +39,20 @@ export interface Latency {
 }
 
 export interface PhaseReport {
+  /** Connections made: handshakes + errors. */
+  attempts: number;
   /** Handshakes completed. */
   handshakes: number;
   /** Connections that failed (not counted in handshakes). */
   errors: number;
   /** Wall-clock seconds of the phase. */
   seconds: number;
+  /**
+   * Seconds spent on handshakes: the wall-clock time less the time connections waited for a
+   * TLS 1.3 ticket after their handshake, averaged over the workers.
+   */
+  handshakeSeconds: number;
+  /** handshakes / handshakeSeconds. */
   handshakesPerSecond: number;
   /** Handshake latency in ms, TCP connect included. */
   latencyMs: Latency | null;
@@ -53,7 +71,13 @@ export interface BenchReport {
   /** Handshakes per phase, or null with --duration. */
   count: number | null;
   full: PhaseReport;
+  /** resumedRatio: resumed / attempts (a failed attempt did not resume). */
   resumed: PhaseReport & { resumedRatio: number };
+  /**
+   * Connections that failed while gathering the sessions the resumed phase starts from (one per
+   * worker; a worker whose connection failed borrows another's session).
+   */
+  setupErrors: number;
 }
 
 export interface BenchOptions extends Target {
@@ -67,8 +91,16 @@ export interface BenchOptions extends Target {
   count?: number;
   concurrency?: number;
   timeoutMs?: number;
-  /** Called about ten times a second while a phase runs. */
-  onProgress?: (phase: "full" | "resumed", done: number, elapsedSeconds: number) => void;
+  /**
+   * Called about ten times a second while a phase runs: handshakes done, wall-clock seconds, and
+   * seconds spent on handshakes (ticket waits left out, as in handshakeSeconds).
+   */
+  onProgress?: (
+    phase: "full" | "resumed",
+    done: number,
+    elapsedSeconds: number,
+    handshakeSeconds: number,
+  ) => void;
 }
 
 export async function bench(o: BenchOptions): Promise<BenchReport> {
@@ -91,28 +123,72 @@ export async function bench(o: BenchOptions): Promise<BenchReport> {
   const protocol = first.protocol;
   const run = { concurrency, count, duration, onProgress: o.onProgress };
 
-  // TLS 1.3: every connection, full or resumed, lasts until the server's first ticket, so both
-  // phases include the server's work of issuing (and storing) a session.
-  const wait = protocol === "TLSv1.3" ? TICKET_WAIT_MS : 0;
-  const full = await phase("full", run, async () => {
-    const r = await handshake({ ...base, ticketWaitMs: wait });
-    return { latencyMs: r.latencyMs, resumed: r.resumed };
+  // A worker starts its next connection as soon as the previous handshake is done. With TLS 1.3
+  // the previous connection meanwhile stays open for the server's tickets (at most
+  // ticketWait(), then closed), so the server issues (and stores) its session as it would for a
+  // real client, without that wait being timed as part of a handshake.
+  const full = await phase("full", run, (_worker, track) => async () => {
+    const c = start({ ...base, ticketWaitMs: ticketWait });
+    track(c.done);
+    return { ...(await c.handshake), stallMs: 0 };
   });
 
-  // Each worker holds its own session: a TLS 1.3 ticket resumes once, and each resumption gives
-  // the next one.
-  const sessions: (ReceivedSession | undefined)[] = await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      const r = await handshake({ ...base, ticketWaitMs: wait }).catch(fatal);
-      return newest(r.sessions);
-    }),
+  // Each worker keeps its own sessions: a TLS 1.3 ticket may resume once only, and each
+  // resumption gives the next one. A failed connection here is counted, not fatal: its worker
+  // borrows another worker's session.
+  const seeds = await Promise.allSettled(
+    Array.from({ length: concurrency }, () => handshake({ ...base, ticketWaitMs: TICKET_WAIT_MS })),
   );
-  const resumed = await phase("resumed", run, async (worker) => {
-    const r = await handshake({ ...base, ticketWaitMs: wait, session: sessions[worker]?.der });
-    sessions[worker] = newest(r.sessions) ?? sessions[worker];
-    return { latencyMs: r.latencyMs, resumed: r.resumed };
+  let setupErrors = 0;
+  let setupError: unknown;
+  const pools = seeds.map((s) => {
+    if (s.status === "fulfilled") return usable(s.value.sessions);
+    setupErrors++;
+    setupError = s.reason;
+    return [];
+  });
+  if (setupErrors === concurrency) fatal(setupError);
+  const spare = pools.flat();
+  for (let i = 0, j = 0; i < pools.length && spare.length > 0; i++) {
+    if (pools[i]!.length === 0) pools[i]!.push(spare[j++ % spare.length]!);
+  }
+
+  const resumed = await phase("resumed", run, (worker, track) => {
+    // Sessions not offered yet, newest last; the last one that resumed (offered again when there
+    // is no other: a server that issues no ticket on resumption takes its tickets more than once);
+    // connections still waiting for their tickets; whether a resumption gives a ticket.
+    const pool = pools[worker]!;
+    let lastResumed: ReceivedSession | undefined;
+    const pending = new Set<Promise<void>>();
+    let ticketOnResumption: boolean | undefined;
+    return async () => {
+      // No fresh session but one on its way: wait for it, unless this server gives none on
+      // resumption. That wait is not a handshake's time.
+      const t = performance.now();
+      while (pool.length === 0 && pending.size > 0 && ticketOnResumption !== false) {
+        await Promise.race(pending);
+      }
+      const stallMs = performance.now() - t;
+      const offer = pool.pop() ?? lastResumed;
+      const c = start({ ...base, ticketWaitMs: ticketWait, session: offer?.der });
+      const received: Promise<void> = c.done
+        .then((r) => {
+          if (!r) return;
+          const fresh = usable(r.sessions);
+          pool.push(...fresh);
+          pool.splice(0, Math.max(0, pool.length - MAX_POOL));
+          if (r.resumed && r.protocol === "TLSv1.3") ticketOnResumption = fresh.length > 0;
+        })
+        .finally(() => pending.delete(received));
+      pending.add(received);
+      track(received);
+      const h = await c.handshake;
+      if (h.resumed) lastResumed = offer;
+      return { ...h, stallMs };
+    };
   });
 
+  const attempts = resumed.handshakes + resumed.errors;
   return {
     target: formatTarget(o),
     servername: servername ?? null,
@@ -123,13 +199,43 @@ export async function bench(o: BenchOptions): Promise<BenchReport> {
     full,
     resumed: {
       ...resumed,
-      resumedRatio: resumed.handshakes === 0 ? 0 : round(resumed.resumed / resumed.handshakes, 4),
+      resumedRatio: attempts === 0 ? 0 : round(resumed.resumed / attempts, 4),
     },
+    setupErrors,
   };
 }
 
-function newest(sessions: ReceivedSession[]): ReceivedSession | undefined {
-  return lastTicket(sessions) ?? sessions.at(-1);
+/** Sessions a worker keeps at most (the newest). */
+const MAX_POOL = 4;
+
+/** How long a phase connection waits for a TLS 1.3 ticket once its handshake is done. */
+function ticketWait(h: HandshakeInfo): number {
+  return Math.min(TICKET_WAIT_MS, Math.max(TICKET_WAIT_FLOOR_MS, TICKET_WAIT_FACTOR * h.latencyMs));
+}
+
+/**
+ * One connection: `handshake` settles when the handshake is done (rejects when it fails), `done`
+ * once the connection has waited for its tickets (undefined when the handshake failed).
+ */
+function start(o: HandshakeOptions): {
+  handshake: Promise<HandshakeInfo>;
+  done: Promise<HandshakeResult | undefined>;
+} {
+  let secured: (h: HandshakeInfo) => void = () => {};
+  const secure = new Promise<HandshakeInfo>((resolve) => {
+    secured = resolve;
+  });
+  const result = handshake({ ...o, onHandshake: (h) => secured(h) });
+  return {
+    handshake: Promise.race([secure, result]),
+    done: result.catch(() => undefined),
+  };
+}
+
+/** The sessions to offer from one connection: its tickets, else its one session (TLS 1.2 id). */
+function usable(sessions: ReceivedSession[]): ReceivedSession[] {
+  const tickets = sessions.filter((s) => s.hasTicket);
+  return tickets.length > 0 ? tickets : sessions.slice(-1);
 }
 
 interface RunSettings {
@@ -139,28 +245,60 @@ interface RunSettings {
   onProgress: BenchOptions["onProgress"];
 }
 
+interface Attempt extends HandshakeInfo {
+  /** Milliseconds the worker waited for a session before starting this connection. */
+  stallMs: number;
+}
+
+/**
+ * Runs one phase: `concurrency` workers, each making one connection after the other with the
+ * function `makeWorker` gives it, until --count connections were started or --duration is over.
+ * A worker's time runs from the phase's start to its last handshake's end, less its stalls; the
+ * phase's handshake time is the workers' average, and the connections still waiting for tickets
+ * are waited for after it, untimed.
+ */
 async function phase(
   name: "full" | "resumed",
   s: RunSettings,
-  connect: (worker: number) => Promise<{ latencyMs: number; resumed: boolean }>,
+  makeWorker: (worker: number, track: (p: Promise<unknown>) => void) => () => Promise<Attempt>,
 ): Promise<PhaseReport> {
   const latencies: number[] = [];
   let errors = 0;
   let resumed = 0;
   let started = 0;
   let lastError: unknown;
+  const lingering = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    lingering.add(p);
+    void p.finally(() => lingering.delete(p));
+  };
+  const stalled = new Array<number>(s.concurrency).fill(0);
+  const last = new Array<number | undefined>(s.concurrency).fill(undefined);
+  const finished = new Array<boolean>(s.concurrency).fill(false);
   const t0 = performance.now();
   const end = s.duration !== null ? t0 + s.duration * 1000 : Number.POSITIVE_INFINITY;
   const more = () => (s.count !== null ? started < s.count : performance.now() < end);
+  const busySeconds = (now: number) => {
+    let total = 0;
+    for (let i = 0; i < s.concurrency; i++) {
+      total += (finished[i] ? (last[i] ?? t0) : now) - t0 - stalled[i]!;
+    }
+    return Math.max(0, total / s.concurrency / 1000);
+  };
   const progress = s.onProgress
-    ? setInterval(() => s.onProgress?.(name, latencies.length, (performance.now() - t0) / 1000), 100)
+    ? setInterval(() => {
+        const now = performance.now();
+        s.onProgress?.(name, latencies.length, (now - t0) / 1000, busySeconds(now));
+      }, 100)
     : undefined;
   const worker = async (id: number) => {
+    const connect = makeWorker(id, track);
     while (more()) {
       started++;
       try {
-        const r = await connect(id);
+        const r = await connect();
         latencies.push(r.latencyMs);
+        stalled[id]! += r.stallMs;
         if (r.resumed) resumed++;
       } catch (err) {
         errors++;
@@ -168,20 +306,27 @@ async function phase(
         // A server that went away: stop rather than spin through refused connections.
         if (latencies.length === 0 && errors >= 10 * s.concurrency) break;
       }
+      last[id] = performance.now();
     }
+    finished[id] = true;
   };
+  let handshakeSeconds: number;
   try {
     await Promise.all(Array.from({ length: s.concurrency }, (_, i) => worker(i)));
+    handshakeSeconds = busySeconds(performance.now());
+    await Promise.all(lingering);
   } finally {
     if (progress) clearInterval(progress);
   }
   if (latencies.length === 0 && errors > 0) fatal(lastError);
   const seconds = (performance.now() - t0) / 1000;
   return {
+    attempts: latencies.length + errors,
     handshakes: latencies.length,
     errors,
     seconds: round(seconds, 3),
-    handshakesPerSecond: seconds > 0 ? round(latencies.length / seconds, 1) : 0,
+    handshakeSeconds: round(handshakeSeconds, 3),
+    handshakesPerSecond: handshakeSeconds > 0 ? round(latencies.length / handshakeSeconds, 1) : 0,
     latencyMs: summarize(latencies),
     resumed,
   };
@@ -219,10 +364,15 @@ export function formatBench(r: BenchReport): string {
     r.full.handshakesPerSecond > 0
       ? `resumed/full: ${(r.resumed.handshakesPerSecond / r.full.handshakesPerSecond).toFixed(2)}x`
       : "";
+  const setup =
+    r.setupErrors > 0
+      ? [`${r.setupErrors} of ${r.concurrency} connections failed while gathering the first sessions`]
+      : [];
   return [
     `sesscache bench ${r.target}, ${r.protocol ?? "?"}, concurrency ${r.concurrency}, ${what}`,
     ...lines,
     speedup,
+    ...setup,
     "",
   ].join("\n");
 }
@@ -234,7 +384,7 @@ function row(label: string, p: PhaseReport, extra = ""): string[] {
     p.handshakesPerSecond.toFixed(1),
     l ? l.p50.toFixed(2) : "-",
     l ? l.p99.toFixed(2) : "-",
-    `${p.resumed}/${p.handshakes}${extra}`,
+    `${p.resumed}/${p.attempts}${extra}`,
     String(p.errors),
   ];
 }
@@ -243,8 +393,8 @@ function row(label: string, p: PhaseReport, extra = ""): string[] {
 function progressLine(total: { count: number | null; duration: number | null }) {
   let shown = false;
   return {
-    update(phase: string, done: number, elapsed: number) {
-      const rate = elapsed > 0 ? (done / elapsed).toFixed(0) : "0";
+    update(phase: string, done: number, elapsed: number, busy: number) {
+      const rate = busy > 0 ? (done / busy).toFixed(0) : "0";
       const left =
         total.count !== null
           ? `${done}/${total.count}`
@@ -296,9 +446,15 @@ export function register(program: Command): void {
       "Measure a TLS server's handshake rate twice: full handshakes (no session offered), then " +
         "resumed handshakes (each connection offers the newest session its worker holds; with TLS 1.3 " +
         "each resumption's new ticket is used for the next). Reports handshakes per second, handshake " +
-        "latency p50/p99 (TCP connect included) and the share of resumption attempts that resumed. " +
-        "Each connection is closed after its handshake (TLS 1.3: after the server's first ticket, in both " +
-        "phases). A progress " +
+        "latency p50/p99 (TCP connect included) and the share of resumption attempts that resumed " +
+        "(resumed / attempts: a failed attempt counts as not resumed; errors are shown apart). " +
+        "Each connection is closed after its handshake. With TLS 1.3 it first waits for the server's " +
+        "ticket (the next resumption needs it), in both phases, at most 3 handshake times (25 ms " +
+        "to 1 s); after a handshake that got no ticket, the worker's next ones of the same kind do " +
+        "not wait. That wait is timed apart and left out: handshakes/s is handshakes divided by " +
+        "the phase's time less the ticket waits (averaged over the --concurrency workers), and " +
+        "latency ends with the handshake. A connection that fails while the first sessions are " +
+        "gathered is counted, not fatal. A progress " +
         "line is shown on a terminal, never when the output is piped or with --json.\n\n" +
         "Exit status: 0 when the run completed, 1 when no resumption attempt resumed, 2 when the server " +
         "cannot be reached, the handshake fails or the usage is wrong.",
@@ -316,7 +472,7 @@ export function register(program: Command): void {
     .option("--servername <name>", "SNI and the name the certificate must match (default: HOST unless an IP)")
     .addOption(new Option("--insecure", "do not verify the server's certificate").conflicts("ca"))
     .option("--ca <file>", "PEM file of the CAs to trust instead of the system's")
-    .option("--timeout <ms>", "deadline for each connection, in milliseconds", parsePositive, 5000)
+    .option("--timeout <ms>", "deadline for each connection, in milliseconds", parseTimeout, 5000)
     .option("--json", "print the report as JSON")
     .addHelpText(
       "after",
@@ -353,7 +509,9 @@ export function register(program: Command): void {
           count: opts.count,
           concurrency: opts.concurrency,
           timeoutMs: opts.timeout,
-          onProgress: line ? (phase, done, elapsed) => line.update(phase, done, elapsed) : undefined,
+          onProgress: line
+            ? (phase, done, elapsed, busy) => line.update(phase, done, elapsed, busy)
+            : undefined,
         });
       } finally {
         line?.clear();

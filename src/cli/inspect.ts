@@ -9,6 +9,7 @@ import { opensslCipherName } from "../session/ciphers.js";
 import { SessionDecodeError } from "../session/errors.js";
 import { parseSession, type SslSession, sessionMasterKey } from "../session/parse.js";
 import { CliError, describeError } from "./errors.js";
+import { printable } from "./tls-handshake.js";
 
 /**
  * Read at most this much: a session is at most 10 KiB of DER (about 14 KB as PEM); anything far
@@ -72,7 +73,7 @@ async function readInput(file: string | undefined): Promise<{ name: string; byte
   try {
     fh = await open(file, "r");
   } catch (err) {
-    throw new CliError(`cannot read ${file}: ${describeError(err)}`, { cause: err });
+    throw new CliError(`cannot read ${printable(file)}: ${printable(describeError(err))}`, { cause: err });
   }
   try {
     const buf = Buffer.alloc(MAX_INPUT + 1);
@@ -86,7 +87,7 @@ async function readInput(file: string | undefined): Promise<{ name: string; byte
     return { name: file, bytes: buf.subarray(0, n) };
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw new CliError(`cannot read ${file}: ${describeError(err)}`, { cause: err });
+    throw new CliError(`cannot read ${printable(file)}: ${printable(describeError(err))}`, { cause: err });
   } finally {
     await fh.close();
   }
@@ -104,38 +105,52 @@ async function readStdin(): Promise<Buffer> {
     }
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw new CliError(`cannot read stdin: ${describeError(err)}`, { cause: err });
+    throw new CliError(`cannot read stdin: ${printable(describeError(err))}`, { cause: err });
   }
   return Buffer.concat(chunks, n);
 }
 
 const tooLarge = (name: string) =>
-  new CliError(`${name}: not a TLS session: over ${MAX_INPUT / 1024} KiB (a session is at most 10 KiB)`);
+  new CliError(
+    `${printable(name)}: not a TLS session: over ${MAX_INPUT / 1024} KiB (a session is at most 10 KiB)`,
+  );
 
-/** PEM (by its BEGIN line) or DER (a SEQUENCE); anything else is refused before decoding. */
+/**
+ * DER (a SEQUENCE: its first byte is 0x30) or PEM (by its BEGIN line); anything else is refused
+ * before decoding. DER is recognised first: a session's own fields (a hostname, a ticket) may hold
+ * a PEM BEGIN line.
+ */
 function decode(name: string, bytes: Buffer): SslSession {
   const fail = (why: string, cause?: unknown) =>
-    new CliError(`${name}: not a TLS session: ${why}`, cause === undefined ? undefined : { cause });
+    new CliError(
+      `${printable(name)}: not a TLS session: ${why}`,
+      cause === undefined ? undefined : { cause },
+    );
   if (bytes.length === 0 || /^\s*$/.test(bytes.toString("latin1"))) {
     throw fail("empty input (expected DER, or PEM from openssl s_client -sess_out)");
   }
   const text = bytes.toString("latin1");
+  const hasSessionPem = text.includes(`-----BEGIN ${PEM_LABEL}-----`);
+  if (bytes[0] === 0x30) {
+    try {
+      return parseSession(new Uint8Array(bytes));
+    } catch (err) {
+      // The decoder's messages name the problem and its offset, never the bytes. A text file that
+      // happens to start with "0" and holds a session PEM block is still read as PEM.
+      if (!(err instanceof SessionDecodeError)) throw err;
+      if (!hasSessionPem) throw fail(`DER: ${err.message}`, err);
+    }
+  }
   const label = /-----BEGIN ([^-\r\n]{1,64})-----/.exec(text)?.[1];
-  const isPem = label !== undefined;
-  if (isPem && !text.includes(`-----BEGIN ${PEM_LABEL}-----`)) {
-    throw fail(`PEM block is "${label}", expected "${PEM_LABEL}"`);
-  }
-  if (isPem && !text.includes(`-----END ${PEM_LABEL}-----`)) {
-    throw fail(`PEM block has no END line (truncated?)`);
-  }
-  if (!isPem && bytes[0] !== 0x30) {
+  if (label === undefined) {
     throw fail("neither DER (an ASN.1 SEQUENCE) nor PEM (-----BEGIN SSL SESSION PARAMETERS-----)");
   }
+  if (!hasSessionPem) throw fail(`PEM block is "${printable(label)}", expected "${PEM_LABEL}"`);
+  if (!text.includes(`-----END ${PEM_LABEL}-----`)) throw fail(`PEM block has no END line (truncated?)`);
   try {
-    return parseSession(isPem ? text : new Uint8Array(bytes));
+    return parseSession(text);
   } catch (err) {
-    // The decoder's messages name the problem and its offset, never the bytes.
-    if (err instanceof SessionDecodeError) throw fail(`${isPem ? "PEM" : "DER"}: ${err.message}`, err);
+    if (err instanceof SessionDecodeError) throw fail(`PEM: ${err.message}`, err);
     throw err;
   }
 }
@@ -303,7 +318,8 @@ const iso = (t: number) => {
 export function toText(s: SslSession, showSecrets: boolean): string {
   const tls13 = isTls13(s);
   const keyLabel = tls13 ? "Resumption PSK" : "Master-Key";
-  const none = (v: string | undefined) => v ?? "None";
+  // Strings from the session (the server's or whoever wrote the file) are escaped for the terminal.
+  const none = (v: string | undefined) => (v === undefined ? "None" : printable(v));
   const lines = [
     "SSL-Session:",
     `    Protocol  : ${s.protocol}`,
@@ -346,10 +362,10 @@ export function toText(s: SslSession, showSecrets: boolean): string {
   else if (typeof peer === "string") extra.push(`    Peer certificate: ${peer}`);
   else {
     extra.push(
-      `    Peer certificate: ${peer.subject}`,
-      `        Issuer    : ${peer.issuer}`,
-      ...(peer.subjectAltName ? [`        Alt names : ${peer.subjectAltName}`] : []),
-      `        Not after : ${peer.validTo}`,
+      `    Peer certificate: ${printable(peer.subject)}`,
+      `        Issuer    : ${printable(peer.issuer)}`,
+      ...(peer.subjectAltName ? [`        Alt names : ${printable(peer.subjectAltName)}`] : []),
+      `        Not after : ${printable(peer.validTo)}`,
       `        SHA-256   : ${peer.fingerprint256}`,
     );
   }

@@ -1,6 +1,7 @@
 // `sesscache probe HOST[:PORT]`: which resumption methods a TLS server supports, each tried
 // several times: TLS 1.2 by session id (the client offers no ticket support), TLS 1.2 by ticket,
 // TLS 1.3 (PSK). Exit 0 when any resumes, 1 when none does, 2 when the server cannot be reached.
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
@@ -15,7 +16,9 @@ import {
   type HandshakeResult,
   handshake,
   lastTicket,
+  MAX_TIMER_MS,
   parseTarget,
+  printable,
   type ReceivedSession,
   type Target,
   type TlsVersionName,
@@ -121,7 +124,7 @@ async function probeMethod(opts: HandshakeOptions, name: MethodName, count: numb
     if (err instanceof HandshakeError && err.kind === "version") {
       return {
         ...empty(),
-        note: `the server does not speak ${opts.maxVersion} (${describeError(err.cause ?? err)})`,
+        note: `the server does not speak ${opts.maxVersion} (${printable(describeError(err.cause ?? err))})`,
       };
     }
     return fatal(err);
@@ -199,7 +202,8 @@ function pick(sessions: ReceivedSession[], byTicket: boolean): ReceivedSession |
 
 function whyNot(name: MethodName, r: MethodReport, first: HandshakeResult): string {
   if (r.attempts === 0) {
-    return name === "tls13" ? "no TLS 1.3 ticket received" : "no session to offer";
+    // TLS 1.3 resumes by ticket only: a connection without one has nothing to offer.
+    return name === "tls13" ? "no ticket issued" : "no session to offer";
   }
   if (r.errors === r.attempts) return "every resumption attempt failed with an error";
   if (name === "tls12Ticket" && !r.ticketIssued) return "no ticket issued";
@@ -266,7 +270,7 @@ export function formatProbe(r: ProbeReport): string {
       .join("  ")
       .trimEnd(),
   );
-  const sni = r.servername === null ? "no SNI" : `SNI ${r.servername}`;
+  const sni = r.servername === null ? "no SNI" : `SNI ${printable(r.servername)}`;
   const notes = METHODS.filter((m) => r[m.name].note).map((m) => `  ${m.label}: ${r[m.name].note}`);
   const resumes = METHODS.filter((m) => r[m.name].resumed).map((m) => m.label);
   return [
@@ -286,17 +290,33 @@ export function anyResumed(r: ProbeReport): boolean {
   return METHODS.some((m) => r[m.name].resumed);
 }
 
-/** Reads --ca FILE as PEM; a CliError when it cannot. */
+/**
+ * Reads --ca FILE: PEM certificates, each of which must parse (a garbled one would otherwise be
+ * dropped silently, and the server's certificate reported as untrusted). A CliError when not.
+ */
 export function readCaFile(file: string): string {
   const path = resolve(file);
+  const shown = printable(path);
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    throw new CliError(`cannot read --ca file ${path}: ${describeError(err)}`, { cause: err });
+    throw new CliError(`cannot read --ca file ${shown}: ${describeError(err)}`, { cause: err });
   }
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new CliError(`--ca file ${path} holds no PEM certificate`);
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) {
+    const truncated = text.includes("-----BEGIN CERTIFICATE-----") ? " (no END CERTIFICATE line)" : "";
+    throw new CliError(`--ca file ${shown} holds no PEM certificate${truncated}`);
+  }
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      const which = blocks.length > 1 ? `certificate ${i + 1} of ${blocks.length}` : "its certificate";
+      throw new CliError(`--ca file ${shown}: ${which} does not decode (${printable(describeError(err))})`, {
+        cause: err,
+      });
+    }
   }
   return text;
 }
@@ -304,6 +324,13 @@ export function readCaFile(file: string): string {
 export function parsePositive(value: string): number {
   const n = parseNonNegativeInteger(value);
   if (n === 0) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+}
+
+/** --timeout MS: a positive integer a timer can hold (at most 2^31 - 1 ms, about 24.8 days). */
+export function parseTimeout(value: string): number {
+  const n = parsePositive(value);
+  if (n > MAX_TIMER_MS) throw new InvalidArgumentError(`at most ${MAX_TIMER_MS} (about 24.8 days)`);
   return n;
 }
 
@@ -336,7 +363,7 @@ export function register(program: Command): void {
     .addOption(new Option("--insecure", "do not verify the server's certificate").conflicts("ca"))
     .option("--ca <file>", "PEM file of the CAs to trust instead of the system's")
     .option("--count <n>", "resumption attempts per method", parsePositive, 3)
-    .option("--timeout <ms>", "deadline for each connection, in milliseconds", parsePositive, 5000)
+    .option("--timeout <ms>", "deadline for each connection, in milliseconds", parseTimeout, 5000)
     .option("--json", "print the report as JSON")
     .addHelpText(
       "after",

@@ -32,10 +32,23 @@ export interface HandshakeOptions extends Target {
   /** Whole connection deadline, TCP connect included (ms, default 5000). */
   timeoutMs?: number;
   /**
-   * After the handshake, wait this long at most for the first new session (TLS 1.3 tickets come
-   * after the handshake; default 0: do not wait). Ends as soon as one arrives.
+   * After a TLS 1.3 handshake, wait this long at most for the first new session (tickets come
+   * after the handshake; default 0: do not wait). Ends as soon as one arrives. A function decides
+   * once the handshake is done, from how long it took and whether it resumed.
    */
-  ticketWaitMs?: number;
+  ticketWaitMs?: number | ((handshake: HandshakeInfo) => number);
+  /**
+   * Called as soon as the handshake completes, before any wait for a ticket: a caller that does
+   * not need the tickets (bench) goes on while the connection waits for them.
+   */
+  onHandshake?: (handshake: HandshakeInfo) => void;
+}
+
+export interface HandshakeInfo {
+  /** Milliseconds from the start of the TCP connect to the end of the handshake. */
+  latencyMs: number;
+  resumed: boolean;
+  protocol: string | null;
 }
 
 export interface ReceivedSession {
@@ -56,6 +69,11 @@ export interface HandshakeResult {
   cipher: string | null;
   /** Milliseconds from the start of the TCP connect to the end of the handshake. */
   latencyMs: number;
+  /**
+   * Milliseconds between the end of the handshake and the end of the connection's wait for a
+   * TLS 1.3 ticket (0 when it did not wait): not part of the handshake.
+   */
+  ticketWaitMs: number;
   /** Every session the server gave this connection, oldest first (decoded where possible). */
   sessions: ReceivedSession[];
 }
@@ -91,9 +109,14 @@ const NET_TEXT: Record<string, string> = {
   EPIPE: "connection closed by the server",
 };
 
-/** Classifies an error from tls.connect. */
+/** Classifies an error from tls.connect; the message is printable (see `printable`). */
 export function classify(err: unknown, target: Target): HandshakeError {
   if (err instanceof HandshakeError) return err;
+  const e = classifyRaw(err, target);
+  return new HandshakeError(e.kind, printable(e.message), { cause: e.cause, code: e.code });
+}
+
+function classifyRaw(err: unknown, target: Target): HandshakeError {
   const code = (err as NodeJS.ErrnoException).code;
   const where = `${formatTarget(target)}`;
   if (code && VERSION_CODES.has(code)) {
@@ -137,7 +160,23 @@ const CERT_CODES = new Set([
 ]);
 
 export function formatTarget(t: Target): string {
-  return `${isIP(t.host) === 6 ? `[${t.host}]` : t.host}:${t.port}`;
+  return printable(`${isIP(t.host) === 6 ? `[${t.host}]` : t.host}:${t.port}`);
+}
+
+// C0 and C1 controls, DEL, and the Unicode format characters that reorder or break lines (bidi
+// overrides and isolates, line/paragraph separators, BOM).
+const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]/g;
+
+/**
+ * Text from outside (a server, a session file, the command line) made safe for a terminal:
+ * control characters become \xNN (\u{NNNN} above U+00FF), so they can neither move the cursor,
+ * retitle the window nor start a line that looks like ours.
+ */
+export function printable(s: string): string {
+  return s.replace(UNPRINTABLE, (c) => {
+    const n = c.charCodeAt(0);
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+  });
 }
 
 function decode(der: Buffer): ReceivedSession {
@@ -176,12 +215,19 @@ function clientContext(o: HandshakeOptions): tls.SecureContext {
   return context;
 }
 
-/** One TLS connection; rejects with a HandshakeError. Closes the connection with close_notify. */
+/**
+ * One TLS connection; rejects with a HandshakeError when the handshake does not complete. Once it
+ * has completed, nothing the server does afterwards (a reset, a close, an alert) makes it a
+ * failure. Closes the connection with close_notify.
+ */
 export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const raw: Buffer[] = [];
     let settled = false;
+    let handshakeDone = false;
+    let handshakeEnd = 0;
+    let waited = false;
     let latencyMs = 0;
     let resumed = false;
     let protocol: string | null = null;
@@ -198,26 +244,34 @@ export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
       ...(o.session ? { session: o.session } : {}),
     });
 
-    const deadline = setTimeout(() => {
-      fail(new HandshakeError("timeout", `${formatTarget(o)}: no TLS handshake within ${timeoutMs} ms`));
-    }, timeoutMs);
+    const deadline = setTimeout(
+      () => {
+        fail(new HandshakeError("timeout", `${formatTarget(o)}: no TLS handshake within ${timeoutMs} ms`));
+      },
+      Math.min(timeoutMs, MAX_TIMER_MS),
+    );
 
     const done = () => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
       if (waitTimer) clearTimeout(waitTimer);
-      // TLS 1.2 sessions by id come with the handshake and may not be emitted as 'session'.
-      if (raw.length === 0) {
+      const ticketWaitMs = waited ? performance.now() - handshakeEnd : 0;
+      // TLS 1.2 sessions by id come with the handshake and may not be emitted as 'session'. Not
+      // TLS 1.3: without a ticket its session cannot resume anything.
+      if (raw.length === 0 && protocol !== "TLSv1.3") {
         const s = socket.getSession();
         if (s) raw.push(s);
       }
       close();
-      resolve({ resumed, protocol, cipher, latencyMs, sessions: raw.map(decode) });
+      resolve({ resumed, protocol, cipher, latencyMs, ticketWaitMs, sessions: raw.map(decode) });
     };
 
     const fail = (err: unknown) => {
       if (settled) return;
+      // The handshake completed: what happens afterwards (a reset while waiting for a ticket, a
+      // close, an alert) does not undo it.
+      if (handshakeDone) return done();
       settled = true;
       clearTimeout(deadline);
       if (waitTimer) clearTimeout(waitTimer);
@@ -242,31 +296,40 @@ export function handshake(o: HandshakeOptions): Promise<HandshakeResult> {
       // Several tickets often come in one read: take them all before closing.
       if (waitTimer !== undefined) setImmediate(done);
     });
-    socket.once("error", fail);
+    socket.on("error", fail);
     socket.once("close", () => {
       if (settled) return;
-      if (latencyMs > 0) done();
+      if (handshakeDone) done();
       else fail(new HandshakeError("tls", `${formatTarget(o)}: connection closed during the TLS handshake`));
     });
     socket.once("secureConnect", () => {
-      latencyMs = performance.now() - started;
+      handshakeDone = true;
+      handshakeEnd = performance.now();
+      latencyMs = handshakeEnd - started;
       resumed = socket.isSessionReused();
       protocol = socket.getProtocol();
       cipher = socket.getCipher()?.name ?? null;
-      const wait = o.ticketWaitMs ?? 0;
+      const info = { latencyMs, resumed, protocol };
+      o.onHandshake?.(info);
+      const w = o.ticketWaitMs ?? 0;
+      const wait = typeof w === "function" ? w(info) : w;
       // TLS 1.2 sessions come with the handshake; TLS 1.3 tickets after it.
       if (wait <= 0 || protocol !== "TLSv1.3" || raw.length > 0) {
         if (raw.length > 0 && protocol === "TLSv1.3") setImmediate(done);
         else done();
         return;
       }
-      waitTimer = setTimeout(done, wait);
+      waited = true;
+      waitTimer = setTimeout(done, Math.min(wait, MAX_TIMER_MS));
     });
     socket.on("data", () => {
       // Whatever the server says first (a banner) is not ours to read.
     });
   });
 }
+
+/** The longest delay setTimeout takes (2^31 - 1 ms); longer ones fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Throws a CliError for an error that makes the whole run pointless (exit 2). */
 export function fatal(err: unknown): never {
