@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { testPki } from "./support/certs.js";
+import { buildSessionDer } from "./support/session-der.js";
 import { run, sClient } from "./support/tls-peers.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -363,6 +364,88 @@ describe("sesscache inspect: real sessions, compared with openssl sess_id", TIME
     assert.equal(j.ticketLifetimeHint, null);
     assert.equal(j.peerCertificate, null);
     assert.equal(field(ours.stdout, "Peer certificate"), "None");
+  });
+});
+
+/** Control characters other than the newline: none may reach the terminal raw. */
+const CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]/;
+
+describe("sesscache inspect: untrusted bytes inside a session", TIMEOUT, () => {
+  test("DER whose fields hold a PEM BEGIN line is read as DER", async () => {
+    const pemBlock = `-----BEGIN SSL SESSION PARAMETERS-----\n!!\n-----END SSL SESSION PARAMETERS-----`;
+    const cases: [string, Uint8Array][] = [
+      [
+        "begin-hostname.der",
+        buildSessionDer({ time: 1700000000, timeout: 300, hostname: "-----BEGIN X-----" }),
+      ],
+      [
+        "begin-ticket.der",
+        buildSessionDer({ time: 1700000000, timeout: 300, ticket: Buffer.from(pemBlock) }),
+      ],
+    ];
+    for (const [name, der] of cases) writeFileSync(file(name), der);
+    const [hostname, ticket, stdin] = await Promise.all([
+      inspect(["--json", file(cases[0]![0])]),
+      inspect([file(cases[1]![0])]),
+      inspect(["-"], Buffer.from(cases[0]![1])),
+    ]);
+    for (const r of [hostname, ticket, stdin]) assertOk(r);
+    assert.equal((JSON.parse(hostname.stdout) as { hostname: string }).hostname, "-----BEGIN X-----");
+    assert.equal(field(ticket.stdout, "Ticket length"), `${pemBlock.length} bytes`);
+    assert.equal(field(stdin.stdout, "Hostname (SNI)"), "-----BEGIN X-----");
+  });
+
+  test("control characters in the session's strings are escaped in the text output (JSON keeps them)", async () => {
+    const hostname = "example.com\n    Verify return code: 0 (ok)\x1b]0;owned\x07\x1b[2K";
+    const alpn = "h2\r    Master-Key: DEADBEEF";
+    const der = buildSessionDer({
+      time: 1700000000,
+      timeout: 300,
+      hostname,
+      alpn,
+      pskIdentity: "id\x9b31m",
+      pskIdentityHint: "hint\u202egnp.exe",
+      srpUsername: "user\x00",
+    });
+    writeFileSync(file("evil.der"), der);
+    const [text, json] = await Promise.all([
+      inspect([file("evil.der")]),
+      inspect(["--json", file("evil.der")]),
+    ]);
+    assertOk(text);
+    assertOk(json);
+    assert.doesNotMatch(text.stdout, CONTROL);
+    assert.equal(
+      field(text.stdout, "Hostname (SNI)"),
+      "example.com\\x0a    Verify return code: 0 (ok)\\x1b]0;owned\\x07\\x1b[2K",
+    );
+    assert.equal(field(text.stdout, "ALPN protocol"), "h2\\x0d    Master-Key: DEADBEEF");
+    assert.equal(field(text.stdout, "PSK identity"), "id\\x9b31m");
+    assert.equal(field(text.stdout, "PSK identity hint"), "hint\\u{202e}gnp.exe");
+    assert.equal(field(text.stdout, "SRP username"), "user\\x00");
+    // No line of ours is forged: one "Verify return code", one key line.
+    assert.equal(text.stdout.match(/^ {4}Verify return code/gm)?.length, 1);
+    assert.equal(text.stdout.match(/^ {4}Master-Key/gm)?.length, 1);
+    const j = JSON.parse(json.stdout) as { hostname: string; alpn: string };
+    assert.deepEqual([j.hostname, j.alpn], [hostname, alpn]);
+  });
+
+  test("errors escape what they repeat from the input: a PEM label, a file name", async () => {
+    writeFileSync(
+      file("label.pem"),
+      "-----BEGIN \x1b[31mEVIL\x07-----\nAAAA\n-----END \x1b[31mEVIL\x07-----\n",
+    );
+    const oddName = file("odd\x1b[2Kname.txt");
+    writeFileSync(oddName, "hello\n");
+    const [label, name, missing] = await Promise.all([
+      inspect([file("label.pem")]),
+      inspect([oddName]),
+      inspect([file("gone\x1b]0;x\x07.der")]),
+    ]);
+    assertOneLineError(label, /PEM block is "\\x1b\[31mEVIL\\x07", expected "SSL SESSION PARAMETERS"/);
+    assertOneLineError(name, /odd\\x1b\[2Kname\.txt: not a TLS session: neither DER/);
+    assertOneLineError(missing, /cannot read .*gone\\x1b\]0;x\\x07\.der: no such file or directory$/);
+    for (const r of [label, name, missing]) assert.doesNotMatch(r.stderr, CONTROL);
   });
 });
 

@@ -1,8 +1,8 @@
 // `sesscache bench HOST[:PORT]`: full handshakes per second (no session offered), then resumed
 // handshakes per second (each connection offers the newest session its worker holds), with
-// latency percentiles and the share of resumption attempts that resumed. With TLS 1.3 a
-// connection stays a little after its handshake for the server's ticket (the next resumption
-// needs it); that wait is timed apart and left out of the rates.
+// latency percentiles and the share of resumption attempts that resumed. The rates count
+// handshakes: with TLS 1.3 a connection waits for the server's tickets after its handshake, in the
+// background while its worker goes on; the few times a worker has to wait for a ticket are left out.
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { QuietExit } from "./errors.js";
 import { parsePositive, parseTimeout, readCaFile } from "./probe.js";
@@ -20,12 +20,12 @@ import {
   type TlsVersionName,
 } from "./tls-handshake.js";
 
-/** The longest a TLS 1.3 connection waits for a ticket after its handshake. */
+/** The longest a TLS 1.3 connection waits for a ticket after its handshake (the first sessions). */
 const TICKET_WAIT_MS = 1000;
 /**
  * In the phases the wait is shorter: a server sends its tickets right after the handshake (one
  * round trip after the client's Finished), so a ticket that has not come within a few handshake
- * times, and at least TICKET_WAIT_FLOOR_MS, is not coming.
+ * times, and at least TICKET_WAIT_FLOOR_MS, is not coming (at most TICKET_WAIT_MS).
  */
 const TICKET_WAIT_FACTOR = 3;
 const TICKET_WAIT_FLOOR_MS = 25;
@@ -446,15 +446,16 @@ export function register(program: Command): void {
       "Measure a TLS server's handshake rate twice: full handshakes (no session offered), then " +
         "resumed handshakes (each connection offers the newest session its worker holds; with TLS 1.3 " +
         "each resumption's new ticket is used for the next). Reports handshakes per second, handshake " +
-        "latency p50/p99 (TCP connect included) and the share of resumption attempts that resumed " +
-        "(resumed / attempts: a failed attempt counts as not resumed; errors are shown apart). " +
-        "Each connection is closed after its handshake. With TLS 1.3 it first waits for the server's " +
-        "ticket (the next resumption needs it), in both phases, at most 3 handshake times (25 ms " +
-        "to 1 s); after a handshake that got no ticket, the worker's next ones of the same kind do " +
-        "not wait. That wait is timed apart and left out: handshakes/s is handshakes divided by " +
-        "the phase's time less the ticket waits (averaged over the --concurrency workers), and " +
-        "latency ends with the handshake. A connection that fails while the first sessions are " +
-        "gathered is counted, not fatal. A progress " +
+        "latency p50/p99 (from the TCP connect to the end of the handshake) and the share of " +
+        "resumption attempts that resumed (resumed / attempts: a failed attempt did not resume; " +
+        "errors are shown apart). Each worker starts its next connection as soon as a handshake is " +
+        "done. With TLS 1.3 the server's tickets come after the handshake: each connection, in both " +
+        "phases, stays open for them in the background (at most 3 handshake times, 25 ms to 1 s); " +
+        "a worker waits only when it has no unused ticket while one is on its way, and never once " +
+        "the server has shown it sends none on resumption (then the last ticket that resumed is " +
+        "offered again). handshakes/s = handshakes / handshakeSeconds: per worker, the phase's time " +
+        "up to its last handshake less those waits, averaged over the workers. A connection that " +
+        "fails while the first sessions are gathered is counted (setupErrors), not fatal. A progress " +
         "line is shown on a terminal, never when the output is piped or with --json.\n\n" +
         "Exit status: 0 when the run completed, 1 when no resumption attempt resumed, 2 when the server " +
         "cannot be reached, the handshake fails or the usage is wrong.",
@@ -466,7 +467,7 @@ export function register(program: Command): void {
         .conflicts("count"),
     )
     .option("--count <n>", "handshakes per phase, instead of --duration", parsePositive)
-    .option("--concurrency <c>", "connections in flight at once", parseConcurrency, 1)
+    .option("--concurrency <c>", "workers: handshakes in flight at once", parseConcurrency, 1)
     .addOption(new Option("--tls1.2", "TLS 1.2 only").conflicts("tls1.3"))
     .addOption(new Option("--tls1.3", "TLS 1.3 only"))
     .option("--servername <name>", "SNI and the name the certificate must match (default: HOST unless an IP)")
