@@ -7,6 +7,7 @@
 // (workerSettings), not through argv or the environment.
 import cluster, { type Worker } from "node:cluster";
 import { CliError } from "./errors.js";
+import type { LogFields } from "./logger.js";
 import { stopOnSignals } from "./signals.js";
 
 /** The message a serve worker sends its primary once it listens. */
@@ -76,7 +77,7 @@ export interface PrimaryOptions {
   clusterStore: boolean;
   /** Handed to every worker that asks (workerSettings), replacements too. Must survive JSON. */
   settings?: unknown;
-  log: (message: string) => void;
+  log: (message: string, fields?: LogFields) => void;
 }
 
 /**
@@ -103,7 +104,10 @@ export async function runPrimary(options: PrimaryOptions): Promise<ListeningMess
       workers.delete(w);
       if (stopping || !started) return;
       // A worker crashed while serving: replace it, the others carry on.
-      options.log(`worker ${w.id} exited (${signal ?? code}); starting another`);
+      options.log(`worker ${w.id} exited (${signal ?? code}); starting another`, {
+        worker: w.id,
+        exit: signal ?? code,
+      });
       fork();
     });
     return w;

@@ -13,6 +13,7 @@ import type { AttachedSessionCache } from "../server/index.js";
 import type { ExternalCache, SealingSessionStore } from "../stores/index.js";
 import { parseListen, parseNonNegativeInteger, parseOnOff, urlHost } from "./args.js";
 import { CliError, describeError } from "./errors.js";
+import { createLogger, type LogFields, parseLogFormat } from "./logger.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { LISTENING_TAG, type ListeningMessage, runPrimary, workerSettings } from "./serve-workers.js";
@@ -36,8 +37,11 @@ export interface ServeOptions {
   timeout?: number;
   /** Sessions held in memory (0 = unlimited). */
   cacheSize?: number;
-  /** Diagnostics from the server and the adapter, one line each, no newline (default: none). */
-  log?: (message: string) => void;
+  /**
+   * Diagnostics from the server and the adapter, one line each, no newline (default: none); some
+   * come with structured fields (never session bytes or secrets).
+   */
+  log?: (message: string, fields?: LogFields) => void;
   /**
    * The shared store: "memory", "cluster" (node:cluster workers only), "redis://…", "rediss://…" or
    * "redis-cluster://HOST:PORT,HOST:PORT" (parseStoreConfig), or a parsed config. Default: none.
@@ -320,7 +324,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
 /** Opens the configured store; a Redis that is down is not an error (look-ups miss until it is back). */
 async function openStore(
   config: StoreConfig,
-  log: (message: string) => void,
+  log: (message: string, fields?: LogFields) => void,
   readyTimeout: number,
 ): Promise<SealingSessionStore> {
   const { ClusterStore, MemoryStore, RedisStore } = await import("../stores/index.js");
@@ -337,12 +341,15 @@ async function openStore(
           ...(config.kind === "redis" ? { url: config.url } : { cluster: config.seeds }),
           ...(config.tls ? { tls: { ...config.tls } } : {}),
           ...sealing,
-          onError: (err) => log(`sesscache serve: store: ${describeError(err)}`),
+          onError: (err) => log(`sesscache serve: store: ${describeError(err)}`, { store: config.kind }),
         });
         try {
           await store.ready(readyTimeout);
         } catch {
-          log(`sesscache serve: store: Redis not reachable yet (${store.status}); serving, and retrying`);
+          log(`sesscache serve: store: Redis not reachable yet (${store.status}); serving, and retrying`, {
+            store: config.kind,
+            status: store.status,
+          });
         }
         return store;
       }
@@ -464,7 +471,8 @@ export function register(program: Command): void {
         "  sesscache serve --store redis-cluster://10.0.0.1:6379,10.0.0.2:6379 --store-key NEW --store-key OLD\n" +
         "  sesscache serve --store rediss://redis.internal:6380 --store-key KEY --store-tls-ca redis-ca.pem " +
         "--store-tls-cert client.pem --store-tls-key client.key\n" +
-        "  sesscache serve --workers 4",
+        "  sesscache serve --workers 4\n" +
+        "  sesscache serve --log-format json 2>>serve.log",
     )
     .option(
       "--listen <host:port>",
@@ -534,8 +542,21 @@ export function register(program: Command): void {
         "sessions through the primary (--store cluster) (default: 1)",
       parsePositiveInteger,
     )
+    .addOption(
+      new Option(
+        "--log-format <format>",
+        "diagnostics on stderr as text, or json: one object per line with time, level, msg and " +
+          "fields such as worker and status (never session bytes or secrets)",
+      )
+        .argParser(parseLogFormat)
+        .default("text"),
+    )
     .action(async (opts: CommandOptions) => {
-      const log = (msg: string) => process.stderr.write(`sesscache serve: ${msg}\n`);
+      const logger = createLogger({
+        format: opts.logFormat,
+        base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined,
+      });
+      const log = (msg: string, fields?: LogFields) => logger.info(msg, fields);
       const workers = opts.workers ?? 1;
       const clustered = workers > 1;
       // Checked here, before any worker starts, so a bad flag is one line, once. Workers take the
@@ -562,7 +583,7 @@ export function register(program: Command): void {
         ...opts,
         store: storeConfig,
         storeKeys: undefined,
-        log: (msg) => process.stderr.write(`${msg}\n`),
+        log: (msg, fields) => logger.adapter(msg, fields),
       });
       const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
       if (cluster.isWorker) {
@@ -572,11 +593,12 @@ export function register(program: Command): void {
         return;
       }
       if (handle.certGenerated) {
-        log(`made a self-signed certificate for localhost: ${handle.certFile}`);
+        log(`made a self-signed certificate for localhost: ${handle.certFile}`, { cert: handle.certFile });
       }
       stopOnSignals(() => handle.close(), log);
       // Tests and scripts read the port from this line: keep its shape.
       process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
+      if (logger.format === "json") log("listening", { url: handle.url, port: handle.port });
     });
 }
 
@@ -598,6 +620,7 @@ interface CommandOptions {
   storeTlsKey?: string;
   lookupTimeout?: number;
   workers?: number;
+  logFormat: "text" | "json";
 }
 
 function parsePositiveInteger(value: string): number {
@@ -611,7 +634,7 @@ async function runServePrimary(
   opts: CommandOptions,
   workers: number,
   storeConfig: StoreConfig | undefined,
-  log: (msg: string) => void,
+  log: (msg: string, fields?: LogFields) => void,
 ): Promise<void> {
   try {
     parseListen(opts.listen);
@@ -621,7 +644,9 @@ async function runServePrimary(
   if (opts.cert === undefined && opts.key === undefined) {
     // Before forking: workers racing to make it would each serve another certificate.
     const local = ensureLocalCertificate(resolve(opts.stateDir ?? defaultStateDir()));
-    if (local.generated) log(`made a self-signed certificate for localhost: ${local.certFile}`);
+    if (local.generated) {
+      log(`made a self-signed certificate for localhost: ${local.certFile}`, { cert: local.certFile });
+    }
   }
   const first = await runPrimary({
     workers,
@@ -630,6 +655,7 @@ async function runServePrimary(
     log,
   });
   process.stdout.write(`sesscache serve: listening on ${first.url} (${first.where})\n`);
+  if (opts.logFormat === "json") log("listening", { url: first.url, port: first.port, workers });
 }
 
 /** A worker stops on SIGTERM from its primary, or when the primary goes away; SIGINT is the primary's. */
