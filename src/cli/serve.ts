@@ -9,11 +9,13 @@ import { resolve } from "node:path";
 import type { TLSSocket } from "node:tls";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { SessionCache } from "../engine/index.js";
+import type { SessionCacheMetricsSources } from "../metrics.js";
 import type { AttachedSessionCache } from "../server/index.js";
 import type { ExternalCache, SealingSessionStore } from "../stores/index.js";
 import { parseListen, parseNonNegativeInteger, parseOnOff, urlHost } from "./args.js";
 import { CliError, describeError } from "./errors.js";
 import { createLogger, type LogFields, parseLogFormat } from "./logger.js";
+import type { MetricsEndpoint } from "./metrics.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { LISTENING_TAG, type ListeningMessage, runPrimary, workerSettings } from "./serve-workers.js";
@@ -471,6 +473,7 @@ export function register(program: Command): void {
         "  sesscache serve --store redis-cluster://10.0.0.1:6379,10.0.0.2:6379 --store-key NEW --store-key OLD\n" +
         "  sesscache serve --store rediss://redis.internal:6380 --store-key KEY --store-tls-ca redis-ca.pem " +
         "--store-tls-cert client.pem --store-tls-key client.key\n" +
+        "  sesscache serve --metrics 127.0.0.1:9464; curl http://127.0.0.1:9464/metrics\n" +
         "  sesscache serve --workers 4\n" +
         "  sesscache serve --log-format json 2>>serve.log",
     )
@@ -551,6 +554,12 @@ export function register(program: Command): void {
         .argParser(parseLogFormat)
         .default("text"),
     )
+    .option(
+      "--metrics <host:port>",
+      "serve Prometheus metrics on http://HOST:PORT/metrics (plain HTTP; with --workers, summed over " +
+        "all workers) (default: off)",
+      validListen,
+    )
     .action(async (opts: CommandOptions) => {
       const logger = createLogger({
         format: opts.logFormat,
@@ -587,6 +596,13 @@ export function register(program: Command): void {
       });
       const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
       if (cluster.isWorker) {
+        if (opts.metrics !== undefined) {
+          const [{ answerMetricsRequests }, { snapshotSessionCache }] = await Promise.all([
+            import("./metrics.js"),
+            import("../metrics.js"),
+          ]);
+          answerMetricsRequests(() => snapshotSessionCache(metricsSources(handle)));
+        }
         stopWorkerOnSignals(handle);
         const msg: ListeningMessage = { [LISTENING_TAG]: true, url: handle.url, port: handle.port, where };
         process.send?.(msg);
@@ -595,9 +611,26 @@ export function register(program: Command): void {
       if (handle.certGenerated) {
         log(`made a self-signed certificate for localhost: ${handle.certFile}`, { cert: handle.certFile });
       }
-      stopOnSignals(() => handle.close(), log);
+      let metrics: MetricsEndpoint | undefined;
+      if (opts.metrics !== undefined) {
+        const [{ Registry }, { registerSessionCacheMetrics }, { startMetricsEndpoint }] = await Promise.all([
+          import("prom-client"),
+          import("../metrics.js"),
+          import("./metrics.js"),
+        ]);
+        const registry = new Registry();
+        registerSessionCacheMetrics(registry, metricsSources(handle));
+        try {
+          metrics = await startMetricsEndpoint(opts.metrics, registry);
+        } catch (err) {
+          await handle.close();
+          throw err;
+        }
+      }
+      stopOnSignals(() => Promise.all([handle.close(), metrics?.close()]), log);
       // Tests and scripts read the port from this line: keep its shape.
       process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
+      if (metrics) process.stdout.write(`sesscache serve: metrics on ${metrics.url}\n`);
       if (logger.format === "json") log("listening", { url: handle.url, port: handle.port });
     });
 }
@@ -620,7 +653,13 @@ interface CommandOptions {
   storeTlsKey?: string;
   lookupTimeout?: number;
   workers?: number;
+  metrics?: string;
   logFormat: "text" | "json";
+}
+
+/** What the metrics read in one serve process (src/metrics.ts). */
+function metricsSources(handle: ServeHandle): SessionCacheMetricsSources {
+  return { cache: handle.cache, adapter: handle.attached, store: handle.store, external: handle.external };
 }
 
 function parsePositiveInteger(value: string): number {
@@ -648,13 +687,39 @@ async function runServePrimary(
       log(`made a self-signed certificate for localhost: ${local.certFile}`, { cert: local.certFile });
     }
   }
-  const first = await runPrimary({
-    workers,
-    clusterStore: storeConfig?.kind === "cluster",
-    settings: storeConfig,
-    log,
-  });
+  // Bound before forking: a bad or busy --metrics address stops here, with no worker started.
+  let metrics: MetricsEndpoint | undefined;
+  if (opts.metrics !== undefined) {
+    const [
+      { Registry },
+      { registerSessionCacheMetricsFrom, sumSnapshots },
+      { askWorkers, startMetricsEndpoint },
+    ] = await Promise.all([import("prom-client"), import("../metrics.js"), import("./metrics.js")]);
+    const registry = new Registry();
+    const withStore = storeConfig !== undefined;
+    registerSessionCacheMetricsFrom(registry, async () => sumSnapshots(await askWorkers()), {
+      adapter: true,
+      store: withStore,
+      latency: withStore,
+    });
+    metrics = await startMetricsEndpoint(opts.metrics, registry);
+    const endpoint = metrics;
+    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void endpoint.close());
+  }
+  let first: ListeningMessage;
+  try {
+    first = await runPrimary({
+      workers,
+      clusterStore: storeConfig?.kind === "cluster",
+      settings: storeConfig,
+      log,
+    });
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
   process.stdout.write(`sesscache serve: listening on ${first.url} (${first.where})\n`);
+  if (metrics) process.stdout.write(`sesscache serve: metrics on ${metrics.url}\n`);
   if (opts.logFormat === "json") log("listening", { url: first.url, port: first.port, workers });
 }
 

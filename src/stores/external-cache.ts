@@ -70,6 +70,22 @@ export interface ExternalCache {
    */
   claim(session: Session): Promise<boolean>;
   stats(): ExternalCacheStats;
+  /** How long getSession took, bucketed (read by metrics at scrape time; recording costs a clock read). */
+  lookupLatency(): LookupLatency;
+}
+
+/** Upper bounds (seconds) of the look-up latency buckets; a last, unbounded bucket follows. */
+export const LOOKUP_LATENCY_BUCKETS: readonly number[] = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+];
+
+/** getSession durations: counts[i] look-ups took at most buckets[i] s (not cumulative; the last is +Inf). */
+export interface LookupLatency {
+  buckets: readonly number[];
+  counts: number[];
+  /** Seconds, over all look-ups. */
+  sum: number;
+  count: number;
 }
 
 export function externalCache(store: SealingSessionStore, options: ExternalCacheOptions = {}): ExternalCache {
@@ -85,6 +101,14 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     lookups: 0,
     found: 0,
     timeouts: 0,
+  };
+  const latency = { counts: new Array<number>(LOOKUP_LATENCY_BUCKETS.length + 1).fill(0), sum: 0 };
+  const timed = (startedMs: number) => {
+    const seconds = (performance.now() - startedMs) / 1000;
+    let i = 0;
+    while (i < LOOKUP_LATENCY_BUCKETS.length && seconds > LOOKUP_LATENCY_BUCKETS[i]!) i++;
+    latency.counts[i]!++;
+    latency.sum += seconds;
   };
   const justTaken = new Set<string>();
   // Tickets this process claimed: already gone from the store, so their removal sends no DEL.
@@ -128,6 +152,7 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
     },
     async getSession(id, protocolVersion, context) {
       counters.lookups++;
+      const startedMs = performance.now();
       const key = { namespace: "server", protocolVersion, context, id } as const;
       const take = takeTickets && protocolVersion === TLS1_3;
       // The deadline is enforced here too: a store written by someone else may ignore timeoutMs.
@@ -138,6 +163,7 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
       const fetched = fetchStoredSession(store, key, { take, timeoutMs, onRejected }).catch(() => undefined);
       const answer = await Promise.race([fetched, deadline]);
       clearTimeout(timer);
+      timed(startedMs);
       if (answer === "timeout") {
         counters.timeouts++;
         return undefined;
@@ -160,5 +186,11 @@ export function externalCache(store: SealingSessionStore, options: ExternalCache
       return won;
     },
     stats: () => ({ ...counters }),
+    lookupLatency: () => ({
+      buckets: LOOKUP_LATENCY_BUCKETS,
+      counts: [...latency.counts],
+      sum: latency.sum,
+      count: latency.counts.reduce((a, b) => a + b, 0),
+    }),
   };
 }

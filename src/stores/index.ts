@@ -37,6 +37,8 @@ export {
   type ExternalCacheOptions,
   type ExternalCacheStats,
   externalCache,
+  LOOKUP_LATENCY_BUCKETS,
+  type LookupLatency,
 } from "./external-cache.js";
 export { FileSessionStore, type FileSessionStoreOptions } from "./file-store.js";
 export {
