@@ -98,14 +98,17 @@ export function registerSessionCacheMetricsFrom(
   options: SnapshotMetricsOptions = {},
 ): void {
   const prefix = options.prefix ?? "sesscache_";
-  // The metrics' collect() calls of one scrape start in the same tick: they share one read.
+  // The collect() calls of one scrape all start synchronously (Registry.metrics() maps over the
+  // metrics), before the read settles: they share it. The next scrape reads again.
   let current: Promise<SessionCacheMetricsSnapshot> | undefined;
   const snapshot = () => {
     if (!current) {
-      current = Promise.resolve().then(read);
-      setImmediate(() => {
-        current = undefined;
-      });
+      const p = Promise.resolve().then(read);
+      current = p;
+      const done = () => {
+        if (current === p) current = undefined;
+      };
+      p.then(done, done);
     }
     return current;
   };
