@@ -261,7 +261,7 @@ export function attachSessionCache(
 
   return {
     get sessionIdContext() {
-      return new Uint8Array(Buffer.from(vhosts.defaultBinding, "utf8"));
+      return vhosts.defaultContext.slice();
     },
     stats: () => ({ ...st, pendingHellos: resumption.pending.size }),
     detach() {

@@ -178,6 +178,9 @@ export class ResumptionCallbacks {
    */
   noteHello(h: ClientHelloInfo, binding: string, routed: boolean, tls13: boolean): void {
     if (!this.detached && h.legacyId.length > 0) {
+      // A TLS 1.2 hello to a single-host server needs nothing kept: resumeSession looks its id up
+      // under the default context.
+      if (!routed && !(h.offersTls13 && tls13) && nodeAsksForSession(h)) return;
       const ctx = this.vhosts.bytes(binding);
       const serverName = routed ? h.serverName : undefined;
       if (!nodeAsksForSession(h)) {
@@ -331,7 +334,7 @@ export class ResumptionCallbacks {
       miss(cb);
       return;
     }
-    this.lookup(id, TLS1_2_VERSION, this.vhosts.bytes(this.vhosts.defaultBinding), undefined, cb);
+    this.lookup(id, TLS1_2_VERSION, this.vhosts.defaultContext, undefined, cb);
   };
 
   readonly onSecureConnection = (): void => {

@@ -67,6 +67,8 @@ const MAX_COPIES = 256;
 export class VirtualHosts {
   /** The binding of the server's own (default) context: its session-id context. */
   defaultBinding = "";
+  /** {@link defaultBinding} as bytes, kept: every TLS 1.2 look-up of a single-host server uses it. */
+  defaultContext: Uint8Array = new Uint8Array(0);
   /**
    * A binding no session is ever made or resumed under: for a connection whose virtual host could
    * not be told (an SNICallback that failed or took too long, a hello this reader does not
@@ -116,6 +118,7 @@ export class VirtualHosts {
       }
       this.defaultBinding = deriveFrom(cert, srv.requestCert === true, srv.ca);
     }
+    this.defaultContext = this.bytes(this.defaultBinding);
     return this.defaultBinding;
   }
 
