@@ -113,32 +113,29 @@ export function registerSessionCacheMetricsFrom(
     return current;
   };
   const registers = [registry];
-  const counter = (
-    name: string,
-    help: string,
-    value: (s: SessionCacheMetricsSnapshot) => number | undefined,
-  ) =>
+  type Read = (s: SessionCacheMetricsSnapshot) => number | undefined;
+  // Each metric reads the one snapshot of its scrape; counters are re-set to the running totals.
+  const counter = (name: string, help: string, value: Read) =>
     new Counter({
       name: `${prefix}${name}`,
       help,
       registers,
-      async collect() {
-        const v = value(await snapshot());
-        this.reset();
-        if (v !== undefined) this.inc(v);
-      },
+      collect: collector<Counter>(value, (m, v) => m.inc(v)),
     });
-  const gauge = (name: string, help: string, value: (s: SessionCacheMetricsSnapshot) => number | undefined) =>
+  const gauge = (name: string, help: string, value: Read) =>
     new Gauge({
       name: `${prefix}${name}`,
       help,
       registers,
-      async collect() {
-        const v = value(await snapshot());
-        this.reset();
-        if (v !== undefined) this.set(v);
-      },
+      collect: collector<Gauge>(value, (m, v) => m.set(v)),
     });
+  function collector<M extends Counter | Gauge>(value: Read, put: (m: M, v: number) => void) {
+    return async function collect(this: M) {
+      const v = value(await snapshot());
+      this.reset();
+      if (v !== undefined) put(this, v);
+    };
+  }
 
   for (const [key, help] of Object.entries(CACHE_COUNTERS) as [keyof SessionCacheStats, string][]) {
     if (key === "number") gauge("sessions", help, (s) => s.cache.number);
