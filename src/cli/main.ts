@@ -7,7 +7,7 @@ import { register as bench } from "./bench.js";
 import { CliError, describeError, oneLine } from "./errors.js";
 import { register as inspect } from "./inspect.js";
 import { register as probe } from "./probe.js";
-import { register as serve } from "./serve.js";
+import { register as serve } from "./serve-command.js";
 
 const COMMANDS: ReadonlyArray<(program: Command) => void> = [serve, probe, inspect, bench];
 
