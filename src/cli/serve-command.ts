@@ -9,10 +9,11 @@ import { CliError, describeError } from "./errors.js";
 import { createLogger, type LogFields, parseLogFormat } from "./logger.js";
 import type { MetricsEndpoint } from "./metrics.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
-import { DEFAULT_LISTEN, type ServeHandle, startServe } from "./serve.js";
+import { DEFAULT_LISTEN, type ServeHandle, startServe, terminatorSettings } from "./serve.js";
 import { parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { LISTENING_TAG, type ListeningMessage, runPrimary, workerSettings } from "./serve-workers.js";
 import { stopOnSignals } from "./signals.js";
+import { parseBackend } from "./terminator.js";
 
 /** Commander's parser for --listen: checks the value now (a usage error), startServe parses it again. */
 function validListen(value: string): string {
@@ -30,7 +31,14 @@ export function register(program: Command): void {
         "in-memory sesscache SessionCache, optionally shared with other servers through --store (Redis) " +
         "and between --workers. GET / shows the cache's counters, GET /stats gives them as JSON. " +
         "Without --cert/--key it uses a self-signed certificate for localhost, made once and kept in the " +
-        "state directory. Stops cleanly on SIGINT/SIGTERM.",
+        "state directory. Stops cleanly on SIGINT/SIGTERM. " +
+        "With --backend HOST:PORT it is a TLS terminator instead (like hitch or stunnel): each " +
+        "connection's decrypted bytes go to that plain TCP service and back, with back-pressure and " +
+        "half-close passed on both ways, optionally a PROXY protocol v2 header first (--proxy-protocol) " +
+        "and ALPN (--alpn); sessions still resume through the cache, --store and --workers. In that mode " +
+        "the TLS port serves no status page (every byte goes to the backend): watch it with --metrics. " +
+        "Exit status: 0 after SIGINT/SIGTERM, 2 for a bad flag or an environment problem (files, " +
+        "ports), 1 for anything else.",
     )
     .addHelpText(
       "after",
@@ -46,7 +54,10 @@ export function register(program: Command): void {
         "--store-tls-cert client.pem --store-tls-key client.key\n" +
         "  sesscache serve --metrics 127.0.0.1:9464; curl http://127.0.0.1:9464/metrics\n" +
         "  sesscache serve --workers 4\n" +
-        "  sesscache serve --log-format json 2>>serve.log",
+        "  sesscache serve --log-format json 2>>serve.log\n" +
+        "  sesscache serve --listen 0.0.0.0:443 --cert chain.pem --key key.pem --backend 127.0.0.1:8080\n" +
+        "  sesscache serve --backend 127.0.0.1:8080 --proxy-protocol --alpn h2,http/1.1 --workers 2 " +
+        "--metrics 127.0.0.1:9464",
     )
     .option(
       "--listen <host:port>",
@@ -131,12 +142,35 @@ export function register(program: Command): void {
         "all workers) (default: off)",
       validListen,
     )
+    .option(
+      "--backend <host:port>",
+      "TLS terminator mode: forward each connection's decrypted bytes to this plain TCP service " +
+        "([::1]:port for IPv6); no status page on the TLS port then (default: off)",
+      validBackend,
+    )
+    .option(
+      "--proxy-protocol",
+      "with --backend: send a PROXY protocol v2 header (client and local address, ALPN and SNI TLVs) " +
+        "before each connection's bytes",
+    )
+    .option(
+      "--connect-timeout <ms>",
+      "with --backend: how long to wait for the backend to accept a connection (default: 5000)",
+      parsePositiveInteger,
+    )
+    .option(
+      "--alpn <list>",
+      "with --backend: ALPN protocols offered, in order of preference, e.g. h2,http/1.1 (the backend " +
+        "must speak what the client picks) (default: none)",
+    )
     .action(async (opts: CommandOptions) => {
       const logger = createLogger({
         format: opts.logFormat,
         base: cluster.isWorker ? { worker: cluster.worker?.id } : undefined,
       });
       const log = (msg: string, fields?: LogFields) => logger.info(msg, fields);
+      // The terminator flags belong together: checked before any worker starts, so one line, once.
+      terminatorSettings(opts);
       const workers = opts.workers ?? 1;
       const clustered = workers > 1;
       // Checked here, before any worker starts, so a bad flag is one line, once. Workers take the
@@ -201,6 +235,7 @@ export function register(program: Command): void {
       stopOnSignals(() => Promise.all([handle.close(), metrics?.close()]), log);
       // Tests and scripts read the port from this line: keep its shape.
       process.stdout.write(`sesscache serve: listening on ${handle.url} (${where})\n`);
+      if (opts.backend !== undefined) process.stdout.write(forwardingLine(opts));
       if (metrics) process.stdout.write(`sesscache serve: metrics on ${metrics.url}\n`);
       if (logger.format === "json") log("listening", { url: handle.url, port: handle.port });
     });
@@ -226,6 +261,26 @@ interface CommandOptions {
   workers?: number;
   metrics?: string;
   logFormat: "text" | "json";
+  backend?: string;
+  proxyProtocol?: boolean;
+  connectTimeout?: number;
+  alpn?: string;
+}
+
+/** Commander's parser for --backend: a usage error now; startServe parses it again. */
+function validBackend(value: string): string {
+  try {
+    parseBackend(value);
+  } catch (err) {
+    throw new InvalidArgumentError(describeError(err));
+  }
+  return value;
+}
+
+/** The second startup line in terminator mode. */
+function forwardingLine(opts: CommandOptions): string {
+  const extras = [opts.proxyProtocol ? "PROXY v2" : "", opts.alpn ? `ALPN ${opts.alpn}` : ""].filter(Boolean);
+  return `sesscache serve: forwarding to ${opts.backend}${extras.length ? ` (${extras.join(", ")})` : ""}\n`;
 }
 
 /** What the metrics read in one serve process (src/metrics.ts). */
@@ -290,6 +345,7 @@ async function runServePrimary(
     throw err;
   }
   process.stdout.write(`sesscache serve: listening on ${first.url} (${first.where})\n`);
+  if (opts.backend !== undefined) process.stdout.write(forwardingLine(opts));
   if (metrics) process.stdout.write(`sesscache serve: metrics on ${metrics.url}\n`);
   if (opts.logFormat === "json") log("listening", { url: first.url, port: first.port, workers });
 }

@@ -3,9 +3,10 @@
 import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
+import { createServer, Server } from "node:https";
 import type { Socket } from "node:net";
 import { resolve } from "node:path";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import type { SessionCache } from "../engine/index.js";
 import type { AttachedSessionCache } from "../server/index.js";
 import type { ExternalCache, SealingSessionStore } from "../stores/index.js";
@@ -15,6 +16,7 @@ import type { LogFields } from "./logger.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { handleStatusRequest } from "./status-page.js";
+import { attachTerminator, type BackendAddress, parseBackend, type Terminator } from "./terminator.js";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
 
@@ -59,6 +61,17 @@ export interface ServeOptions {
   lookupTimeout?: number;
   /** How long start waits for a Redis store to connect before serving anyway (default 3000 ms). */
   storeReadyTimeout?: number;
+  /**
+   * Terminator mode (terminator.ts): "HOST:PORT" of a plain TCP service that gets every
+   * connection's decrypted bytes; a tls.Server replaces the HTTPS one and there is no status page.
+   */
+  backend?: string;
+  /** With backend: a PROXY protocol v2 header before each connection's bytes. */
+  proxyProtocol?: boolean;
+  /** With backend: milliseconds to wait for the backend to accept (default 5000). */
+  connectTimeout?: number;
+  /** With backend: ALPN protocols offered, in order of preference ("h2,http/1.1" or a list). */
+  alpn?: string | readonly string[];
 }
 
 export interface ServeHandle {
@@ -72,7 +85,10 @@ export interface ServeHandle {
   /** True when this start made a new self-signed certificate. */
   certGenerated: boolean;
   cache: SessionCache;
-  server: Server;
+  /** An https.Server, or in terminator mode (backend) a tls.Server. */
+  server: Server | TlsServer;
+  /** The forwarding, in terminator mode. */
+  terminator: Terminator | undefined;
   /** The adapter's handle (its own counters, the session-id context in force). */
   attached: AttachedSessionCache;
   /** The shared store and its wiring, when --store is in use. */
@@ -97,6 +113,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     throw new CliError(`invalid --listen '${options.listen}': ${describeError(err)}`);
   }
   const tickets = options.tickets ?? false;
+  const terminatorConfig = terminatorSettings(options);
 
   let mode: number | undefined;
   if (options.mode !== undefined) {
@@ -189,15 +206,19 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     throw new CliError(`invalid certificate file ${certFile}: ${describeError(err)}`);
   }
 
-  let server: Server;
+  let server: Server | TlsServer;
   try {
-    server = createServer({
+    const tlsOptions = {
       ...statefulServerOptions({ tickets, sessionIdContext }),
       cert,
       key,
       // Ticket lifetime hints and Node's own tickets follow the cache's lifetime. Node takes int32.
       sessionTimeout: Math.min(timeout, 0x7fffffff),
-    });
+    };
+    server = terminatorConfig
+      ? // Half-open sockets so either side's FIN is passed on while the other direction still flows.
+        createTlsServer({ ...tlsOptions, allowHalfOpen: true, ALPNProtocols: terminatorConfig.alpn })
+      : createServer(tlsOptions);
   } catch (err) {
     cache.close();
     await closeStore();
@@ -205,7 +226,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   }
   // Idle connections stay open until the client closes: TLS 1.3 tickets arrive after the
   // handshake, and a client that keeps its connection must never find it cut under it.
-  server.keepAliveTimeout = 0;
+  if (server instanceof Server) server.keepAliveTimeout = 0;
 
   let attached: AttachedSessionCache;
   try {
@@ -256,7 +277,12 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
         }
       : {}),
   });
-  server.on("request", (req: IncomingMessage, res: ServerResponse) => handleStatusRequest(req, res, info));
+  let terminator: Terminator | undefined;
+  if (terminatorConfig) {
+    terminator = attachTerminator(server, { ...terminatorConfig, log });
+  } else {
+    server.on("request", (req: IncomingMessage, res: ServerResponse) => handleStatusRequest(req, res, info));
+  }
 
   try {
     await new Promise<void>((ok, fail) => {
@@ -273,6 +299,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
       server.listen({ host: listen.host, port: listen.port });
     });
   } catch (err) {
+    terminator?.close();
     attached.detach();
     cache.close();
     await closeStore();
@@ -296,7 +323,8 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
         cache.close();
         void closeStore().then(() => done());
       });
-      server.closeAllConnections();
+      if (server instanceof Server) server.closeAllConnections();
+      terminator?.close();
       for (const socket of sockets) socket.destroy();
     });
     return closing;
@@ -311,6 +339,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     certGenerated,
     cache,
     server,
+    terminator,
     attached,
     store,
     external: ext,
@@ -354,6 +383,43 @@ async function openStore(
   } catch (err) {
     throw new CliError(`cannot open the ${config.kind} store: ${describeError(err)}`, { cause: err });
   }
+}
+
+/** The terminator flags checked together: only meaningful with a backend. */
+export function terminatorSettings(
+  options: ServeOptions,
+): { backend: BackendAddress; proxyProtocol: boolean; connectTimeout: number; alpn?: string[] } | undefined {
+  if (options.backend === undefined) {
+    const stray = [
+      options.proxyProtocol ? "--proxy-protocol" : "",
+      options.connectTimeout !== undefined ? "--connect-timeout" : "",
+      options.alpn !== undefined ? "--alpn" : "",
+    ].filter(Boolean);
+    if (stray.length > 0) throw new CliError(`${stray.join(", ")} only make sense with --backend`);
+    return undefined;
+  }
+  let backend: BackendAddress;
+  try {
+    backend = parseBackend(options.backend);
+  } catch (err) {
+    throw new CliError(`invalid --backend '${options.backend}': ${describeError(err)}`);
+  }
+  const connectTimeout = options.connectTimeout ?? 5000;
+  if (!(Number.isInteger(connectTimeout) && connectTimeout > 0)) {
+    throw new CliError(`--connect-timeout must be a positive number of milliseconds, got ${connectTimeout}`);
+  }
+  let alpn: string[] | undefined;
+  if (options.alpn !== undefined) {
+    alpn = (typeof options.alpn === "string" ? options.alpn.split(",") : [...options.alpn]).map((p) =>
+      p.trim(),
+    );
+    // A protocol name is 1 to 255 bytes on the wire (RFC 7301).
+    const bad = alpn.find((p) => p.length === 0 || Buffer.byteLength(p) > 255);
+    if (alpn.length === 0 || bad !== undefined) {
+      throw new CliError(`invalid --alpn '${String(options.alpn)}': expected names like h2,http/1.1`);
+    }
+  }
+  return { backend, proxyProtocol: options.proxyProtocol ?? false, connectTimeout, alpn };
 }
 
 function readPemFile(file: string, what: string): string {
