@@ -23,10 +23,16 @@ import type { BenchResult, BenchRow } from "./run.js";
 
 const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-type Variant = "sesscache" | "sesscache-tls12-only" | "map" | "node-tickets" | "bare" | "node-callbacks";
+export type Variant =
+  | "sesscache"
+  | "sesscache-tls12-only"
+  | "map"
+  | "node-tickets"
+  | "bare"
+  | "node-callbacks";
 
 /** A server answering one small page per connection, set up as the variant says. */
-async function startServer(
+export async function startServer(
   variant: Variant,
 ): Promise<{ port: number; handshakes(): number; close(): Promise<void> }> {
   const pki = testPki();
@@ -148,6 +154,9 @@ type FromChild = { port: number } | { cpuMicros: number; handshakes: number };
 
 /** Child mode: serve one variant, report CPU used and handshakes done between start and stop. */
 async function serveInChild(variant: Variant): Promise<void> {
+  // tsx turns source maps on; a deployed server (dist/) runs without them, and with them every
+  // Error whose stack Node reads (one ECONNRESET per s_time connection) costs a source-map walk.
+  process.setSourceMapsEnabled(false);
   const srv = await startServer(variant);
   let cpu0 = process.cpuUsage();
   let hs0 = 0;
