@@ -1,0 +1,39 @@
+// The server of the slow-hellos suite, in its own process (its file descriptors and memory are its
+// own): a Node TLS server with the adapter (helloTimeout, certificate and key files from argv) that answers every handshake
+// with one byte. Over IPC it says {port} once listening and answers {cmd: "stats"} with its RSS and
+// the adapter's counters; {cmd: "exit"} closes it.
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
+import { SessionCache } from "../src/engine/index.js";
+import { attachSessionCache, statefulServerOptions } from "../src/server/index.js";
+
+const helloTimeout = Number(process.argv[2]);
+// The parent's test certificates (a PKI made here would not be the one its clients trust).
+const pki = { cert: readFileSync(process.argv[3]!, "utf8"), key: readFileSync(process.argv[4]!, "utf8") };
+const server = tls.createServer(
+  { key: pki.key, cert: pki.cert, ...statefulServerOptions({ cert: pki.cert }) },
+  (s) => {
+    s.on("error", () => {});
+    s.end("x");
+  },
+);
+server.on("tlsClientError", () => {});
+const cache = new SessionCache();
+const attached = attachSessionCache(server, cache, { helloTimeout, log: () => {} });
+let open = 0;
+server.on("connection", (s) => {
+  open++;
+  s.once("close", () => open--);
+});
+server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
+  process.send!({ port: (server.address() as { port: number }).port });
+});
+process.on("message", (m: { cmd?: string }) => {
+  if (m.cmd === "stats") {
+    process.send!({ rss: process.memoryUsage().rss, open, adapter: attached.stats(), cache: cache.stats() });
+  } else if (m.cmd === "exit") {
+    server.close();
+    process.exit(0);
+  }
+});
+process.on("disconnect", () => process.exit(0));

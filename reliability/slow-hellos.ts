@@ -1,0 +1,273 @@
+// slow-hellos: a server with the adapter (its own process) holds `tricklers` clients sending their
+// ClientHello one byte per second and `silent` ones sending nothing (another process; each closed
+// one is replaced while the load is held), while normal clients in this process keep resuming
+// (TLS 1.2 and 1.3, `concurrency` sequential loops). Checks: every slow connection is closed by
+// helloTimeout (lifetime within [helloTimeout, helloTimeout + sweep period + 1 s of slack]; the
+// server's helloTimeouts count them all), nothing is left pending afterwards, the server's RSS under
+// load stays within baseline + memoryBound and does not grow across the window, and the resumption
+// rate under load is ≥ 90 % of the same loop's rate measured unloaded first.
+import { type ChildProcess, fork } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
+import { dirname, join } from "node:path";
+import tls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { helloSweepPeriod } from "../src/server/hand-off.js";
+import { testPki } from "../test/support/certs.js";
+import { check, MiB, mib, percentile, type SuiteResult } from "./support.js";
+
+export interface SlowHellosOptions {
+  tricklers?: number;
+  silent?: number;
+  /** The adapter's helloTimeout, ms (default 3000). */
+  helloTimeout?: number;
+  /** Length of each measured window (unloaded, then loaded), seconds (default 10). */
+  seconds?: number;
+  /** Normal resuming client loops (default 4: two TLS 1.2, two TLS 1.3). */
+  concurrency?: number;
+  /** Most the server's RSS may rise over its unloaded baseline under load (default 128 MiB). */
+  memoryBoundMiB?: number;
+  log?: (line: string) => void;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const HOST = "127.0.0.1";
+
+function child(file: string, args: string[]): ChildProcess {
+  return fork(join(here, file), args, {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: IPC replies are plain JSON
+async function ask(p: ChildProcess, msg: object): Promise<any> {
+  const reply = once(p, "message");
+  p.send(msg);
+  return (await reply)[0];
+}
+
+/** The first flight of a real Node client (TLS 1.2 and 1.3 offered), read by a plain TCP server. */
+async function captureHello(): Promise<Buffer> {
+  const srv = net.createServer();
+  srv.listen(0, HOST);
+  await once(srv, "listening");
+  const got = new Promise<Buffer>((resolve) =>
+    srv.once("connection", (s) => s.once("data", (d: Buffer) => (resolve(d), s.destroy()))),
+  );
+  const c = tls.connect({
+    port: (srv.address() as net.AddressInfo).port,
+    host: HOST,
+    servername: "localhost",
+  });
+  c.on("error", () => {});
+  const hello = await got;
+  c.destroy();
+  srv.close();
+  return hello;
+}
+
+interface LoopResult {
+  resumed: number;
+  full: number;
+  failed: number;
+  seconds: number;
+}
+
+/** `concurrency` loops of sequential handshakes, each offering the session (ticket) it got last. */
+async function resumeLoop(
+  port: number,
+  ca: string,
+  seconds: number,
+  concurrency: number,
+): Promise<LoopResult> {
+  const r: LoopResult = { resumed: 0, full: 0, failed: 0, seconds };
+  const end = performance.now() + seconds * 1000;
+  const one = (version: "TLSv1.2" | "TLSv1.3", session: Buffer | undefined) =>
+    new Promise<{ reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
+      let latest: Buffer | undefined;
+      const s = tls.connect({
+        port,
+        host: HOST,
+        servername: "localhost",
+        ca,
+        session,
+        minVersion: version,
+        maxVersion: version,
+      });
+      const timer = setTimeout(() => s.destroy(new Error("timeout")), 10_000);
+      let reused = false;
+      s.on("session", (b: Buffer) => (latest = b));
+      s.once("secureConnect", () => (reused = s.isSessionReused()));
+      s.on("data", () => {});
+      s.once("error", (e) => (clearTimeout(timer), reject(e)));
+      s.once(
+        "close",
+        () => (clearTimeout(timer), resolve({ reused, session: latest ?? (reused ? session : undefined) })),
+      );
+    });
+  const worker = async (i: number) => {
+    const version = i % 2 === 0 ? "TLSv1.2" : "TLSv1.3";
+    let session: Buffer | undefined;
+    while (performance.now() < end) {
+      try {
+        const x = await one(version, session);
+        if (x.reused) r.resumed++;
+        else r.full++;
+        session = x.session;
+      } catch {
+        r.failed++;
+        session = undefined;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, (_, i) => worker(i)));
+  return r;
+}
+
+export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult> {
+  const tricklers = o.tricklers ?? 2000;
+  const silent = o.silent ?? 2000;
+  const helloTimeout = o.helloTimeout ?? 3000;
+  const seconds = o.seconds ?? 10;
+  const concurrency = o.concurrency ?? 4;
+  const memoryBound = (o.memoryBoundMiB ?? 128) * MiB;
+  const log = o.log ?? (() => {});
+  const failures: string[] = [];
+  const pki = testPki();
+  const hello = await captureHello();
+  const server = child("slow-hellos-server.ts", [String(helloTimeout), pki.certFile, pki.keyFile]);
+  let clients: ChildProcess | undefined;
+  try {
+    const { port } = (await once(server, "message"))[0] as { port: number };
+    // Warm up (JIT, first sessions), then the unloaded rate.
+    await resumeLoop(port, pki.caCert, 1, concurrency);
+    const unloaded = await resumeLoop(port, pki.caCert, seconds, concurrency);
+    const base = await ask(server, { cmd: "stats" });
+    log(`unloaded: ${unloaded.resumed} resumed in ${seconds} s; server rss ${mib(base.rss)} MiB`);
+
+    clients = child("slow-hellos-clients.ts", [String(port), String(tricklers), String(silent)]);
+    const finished = new Promise<{
+      lifetimes: { trickle: number[]; silent: number[] };
+      opened: number;
+      connectErrors: number;
+      socketErrors: number;
+      bytesSent: number;
+    }>((resolve) =>
+      clients!.on("message", (m: { done?: boolean }) => {
+        if (m.done) resolve(m as never);
+      }),
+    );
+    clients.send({ cmd: "start", hello: hello.toString("base64") });
+    // Ramp: wait until the whole population is connected (bounded).
+    const rampStart = performance.now();
+    for (;;) {
+      const st = await ask(clients, { cmd: "status" });
+      if (st.open >= (tricklers + silent) * 0.95) break;
+      if (performance.now() - rampStart > 30_000) {
+        failures.push(`population reached only ${st.open} of ${tricklers + silent} in 30 s`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    log(`population up after ${((performance.now() - rampStart) / 1000).toFixed(1)} s`);
+    const samples: number[] = [];
+    const sampler = setInterval(async () => samples.push((await ask(server, { cmd: "stats" })).rss), 1000);
+    const loaded = await resumeLoop(port, pki.caCert, seconds, concurrency);
+    clearInterval(sampler);
+    const atEnd = await ask(server, { cmd: "stats" });
+    samples.push(atEnd.rss);
+    log(
+      `loaded: ${loaded.resumed} resumed in ${seconds} s; server rss ${mib(atEnd.rss)} MiB, ${atEnd.open} open`,
+    );
+    clients.send({ cmd: "stop" });
+    const out = await Promise.race([
+      finished,
+      new Promise<undefined>((r) => setTimeout(r, helloTimeout + 10_000)),
+    ]);
+    const after = await ask(server, { cmd: "stats" });
+    if (out === undefined) {
+      failures.push("slow connections still open helloTimeout + 10 s after the load stopped");
+      return { suite: "slow-hellos", ok: false, failures, figures: {} };
+    }
+    const all = [...out.lifetimes.trickle, ...out.lifetimes.silent].sort((a, b) => a - b);
+    const period = helloSweepPeriod(helloTimeout);
+    const lo = helloTimeout - 20; // timers and clocks of two processes: a few ms either way
+    const hi = helloTimeout + period + 1000;
+    const early = all.filter((t) => t < lo).length;
+    const late = all.filter((t) => t > hi).length;
+    const peak = Math.max(...samples);
+    const third = samples[Math.floor(samples.length / 3)] ?? peak;
+    const ratio = loaded.resumed / Math.max(1, unloaded.resumed);
+    check(failures, early === 0, `${early} slow connections closed before helloTimeout`);
+    check(failures, late === 0, `${late} slow connections outlived helloTimeout + period + 1 s`);
+    check(failures, out.connectErrors === 0, `${out.connectErrors} slow connections failed to connect`);
+    const timeouts = after.adapter.helloTimeouts - base.adapter.helloTimeouts;
+    check(
+      failures,
+      timeouts === all.length,
+      `server helloTimeouts ${timeouts} != slow connections closed ${all.length}`,
+    );
+    check(
+      failures,
+      after.adapter.pendingHellos === 0,
+      `${after.adapter.pendingHellos} hellos still pending after`,
+    );
+    check(failures, peak - base.rss <= memoryBound, `server RSS rose ${mib(peak - base.rss)} MiB under load`);
+    check(
+      failures,
+      atEnd.rss <= third + 16 * MiB,
+      `server RSS grew across the window (${mib(third)} → ${mib(atEnd.rss)} MiB)`,
+    );
+    check(failures, ratio >= 0.9, `resumption rate under load ${(ratio * 100).toFixed(1)} % of unloaded`);
+    check(
+      failures,
+      loaded.failed === 0 && unloaded.failed === 0,
+      `normal handshakes failed: ${unloaded.failed} + ${loaded.failed}`,
+    );
+    check(
+      failures,
+      loaded.full <= concurrency && unloaded.full <= concurrency,
+      `normal clients not resuming: ${unloaded.full} + ${loaded.full} full`,
+    );
+    return {
+      suite: "slow-hellos",
+      ok: failures.length === 0,
+      failures,
+      figures: {
+        tricklers,
+        silent,
+        helloTimeoutMs: helloTimeout,
+        sweepPeriodMs: period,
+        helloBytes: hello.length,
+        windowSeconds: seconds,
+        slowConnectionsOpened: out.opened,
+        slowConnectionsClosed: all.length,
+        trickleBytesSent: out.bytesSent,
+        serverHelloTimeouts: timeouts,
+        lifetimeMs: {
+          min: Math.round(all[0] ?? 0),
+          p50: Math.round(percentile(all, 50)),
+          p99: Math.round(percentile(all, 99)),
+          max: Math.round(all.at(-1) ?? 0),
+          allowed: `${lo}..${hi}`,
+        },
+        unloaded: { resumedPerSecond: Math.round(unloaded.resumed / seconds), ...unloaded },
+        loaded: { resumedPerSecond: Math.round(loaded.resumed / seconds), ...loaded },
+        rateRatio: Math.round(ratio * 1000) / 1000,
+        serverRssMiB: {
+          baseline: mib(base.rss),
+          peakUnderLoad: mib(peak),
+          endOfWindow: mib(atEnd.rss),
+          after: mib(after.rss),
+          bound: mib(base.rss + memoryBound),
+        },
+        serverOpenConnectionsAtEnd: atEnd.open,
+        pendingHellosAfter: after.adapter.pendingHellos,
+      },
+    };
+  } finally {
+    clients?.kill();
+    server.kill();
+  }
+}
