@@ -13,6 +13,7 @@ import { DEFAULT_LISTEN, type ServeHandle, startServe, terminatorSettings } from
 import { parseStoreConfig, type StoreConfig } from "./serve-store.js";
 import { LISTENING_TAG, type ListeningMessage, runPrimary, workerSettings } from "./serve-workers.js";
 import { stopOnSignals } from "./signals.js";
+import type { WorkerSnapshot } from "./status-tree.js";
 import { parseBackend } from "./terminator.js";
 
 /** Commander's parser for --listen: checks the value now (a usage error), startServe parses it again. */
@@ -29,7 +30,9 @@ export function register(program: Command): void {
     .description(
       "Run an HTTPS server (HTTP/1.1) whose TLS 1.2 and 1.3 sessions resume statefully through an " +
         "in-memory sesscache SessionCache, optionally shared with other servers through --store (Redis) " +
-        "and between --workers. GET / shows the cache's counters, GET /stats gives them as JSON. " +
+        "and between --workers. GET / is a live status page (handshakes full/resumed by TLS version, " +
+        "hit ratio, sessions held, store health and look-up latency, a chart of the resumption rate over " +
+        "the last 10 minutes; with --workers, totals of all workers); GET /stats gives the figures as JSON. " +
         "Without --cert/--key it uses a self-signed certificate for localhost, made once and kept in the " +
         "state directory. Stops cleanly on SIGINT/SIGTERM. " +
         "With --backend HOST:PORT it is a TLS terminator instead (like hitch or stunnel): each " +
@@ -198,16 +201,25 @@ export function register(program: Command): void {
         store: storeConfig,
         storeKeys: undefined,
         log: (msg, fields) => logger.adapter(msg, fields),
+        // A worker's status page shows the whole tree's totals, summed by the primary.
+        ...(cluster.isWorker
+          ? { treeStats: () => import("./status-tree.js").then((m) => m.askTreeTotals()) }
+          : {}),
       });
       const where = handle.stateDir !== undefined ? `state: ${handle.stateDir}` : `cert: ${handle.certFile}`;
       if (cluster.isWorker) {
-        if (opts.metrics !== undefined) {
-          const [{ answerMetricsRequests }, { snapshotSessionCache }] = await Promise.all([
-            import("./metrics.js"),
-            import("../metrics.js"),
-          ]);
-          answerMetricsRequests(() => snapshotSessionCache(metricsSources(handle)));
-        }
+        // For --metrics and for the status page's tree totals (status-tree.ts).
+        const [{ answerMetricsRequests }, { snapshotSessionCache }] = await Promise.all([
+          import("./metrics.js"),
+          import("../metrics.js"),
+        ]);
+        answerMetricsRequests(() => {
+          const snapshot: WorkerSnapshot = {
+            ...snapshotSessionCache(metricsSources(handle)),
+            handshakes: handle.handshakes(),
+          };
+          return snapshot;
+        });
         stopWorkerOnSignals(handle);
         const msg: ListeningMessage = { [LISTENING_TAG]: true, url: handle.url, port: handle.port, where };
         process.send?.(msg);
@@ -332,6 +344,9 @@ async function runServePrimary(
     const endpoint = metrics;
     for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void endpoint.close());
   }
+  // Workers' status pages ask here for the tree's totals.
+  const { answerTreeRequests } = await import("./status-tree.js");
+  answerTreeRequests(workers);
   let first: ListeningMessage;
   try {
     first = await runPrimary({

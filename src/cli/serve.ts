@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, Server } from "node:https";
 import type { Socket } from "node:net";
 import { resolve } from "node:path";
-import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from "node:tls";
 import type { SessionCache } from "../engine/index.js";
 import type { AttachedSessionCache } from "../server/index.js";
 import type { ExternalCache, SealingSessionStore } from "../stores/index.js";
@@ -15,7 +15,7 @@ import { CliError, describeError } from "./errors.js";
 import type { LogFields } from "./logger.js";
 import { defaultStateDir, ensureLocalCertificate } from "./self-signed.js";
 import { describeTarget, parseStoreConfig, type StoreConfig } from "./serve-store.js";
-import { handleStatusRequest } from "./status-page.js";
+import { type HandshakeCounts, handleStatusRequest, type TreeStats } from "./status-page.js";
 import { attachTerminator, type BackendAddress, parseBackend, type Terminator } from "./terminator.js";
 
 export const DEFAULT_LISTEN = "127.0.0.1:8443";
@@ -72,6 +72,11 @@ export interface ServeOptions {
   connectTimeout?: number;
   /** With backend: ALPN protocols offered, in order of preference ("h2,http/1.1" or a list). */
   alpn?: string | readonly string[];
+  /**
+   * In a --workers worker: the whole tree's totals for the status page (status-tree.ts's
+   * askTreeTotals); without it the page shows this process's figures.
+   */
+  treeStats?: () => Promise<TreeStats | undefined>;
 }
 
 export interface ServeHandle {
@@ -94,6 +99,8 @@ export interface ServeHandle {
   /** The shared store and its wiring, when --store is in use. */
   store: SealingSessionStore | undefined;
   external: ExternalCache | undefined;
+  /** Handshakes completed by protocol version, full and resumed (a copy). */
+  handshakes(): HandshakeCounts;
   /** Stops listening, drops open connections, closes the cache. Idempotent. */
   close(): Promise<void>;
 }
@@ -252,6 +259,26 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     socket.once("close", () => sockets.delete(socket));
   });
 
+  // Handshakes by protocol version, full or resumed, for the status page: two reads and an
+  // increment per handshake.
+  const handshakes: HandshakeCounts = {
+    "TLSv1.3": { full: 0, resumed: 0 },
+    "TLSv1.2": { full: 0, resumed: 0 },
+  };
+  server.on("secureConnection", (socket: TLSSocket) => {
+    const version = socket.getProtocol() ?? "unknown";
+    let h = handshakes[version];
+    if (!h) {
+      h = { full: 0, resumed: 0 };
+      handshakes[version] = h;
+    }
+    if (socket.isSessionReused()) h.resumed++;
+    else h.full++;
+  });
+  const handshakesCopy = () =>
+    Object.fromEntries(Object.entries(handshakes).map(([v, c]) => [v, { ...c }])) as HandshakeCounts;
+
+  const storeStatus = () => (store as { status?: string } | undefined)?.status;
   const startedAt = performance.now();
   const info = () => ({
     ...cache.stats(),
@@ -264,6 +291,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     uptime: Math.round(performance.now() - startedAt) / 1000,
     // The adapter's own counters: hellos read, PSKs offered, tickets consumed, look-up timeouts...
     adapter: attached.stats(),
+    handshakes: handshakesCopy(),
     ...(cluster.isWorker ? { worker: cluster.worker?.id } : {}),
     ...(store && storeConfig
       ? {
@@ -272,7 +300,11 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
             ...(describeTarget(storeConfig) ? { target: describeTarget(storeConfig) } : {}),
             sealed: !store.sealer.plaintext,
             ...store.stats(),
+            // Health as the metrics read it: a Redis store carries a status ("ready" when up).
+            up: (storeStatus() ?? "ready") === "ready" ? 1 : 0,
+            ...(storeStatus() ? { status: storeStatus() } : {}),
             external: ext?.stats(),
+            latency: ext?.lookupLatency(),
           },
         }
       : {}),
@@ -281,7 +313,9 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   if (terminatorConfig) {
     terminator = attachTerminator(server, { ...terminatorConfig, log });
   } else {
-    server.on("request", (req: IncomingMessage, res: ServerResponse) => handleStatusRequest(req, res, info));
+    server.on("request", (req: IncomingMessage, res: ServerResponse) =>
+      handleStatusRequest(req, res, info, { tree: options.treeStats }),
+    );
   }
 
   try {
@@ -343,6 +377,7 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
     attached,
     store,
     external: ext,
+    handshakes: handshakesCopy,
     close,
   };
 }
