@@ -88,7 +88,7 @@ export const CLIENT_SCRIPT = `
     if (recent.length === 1 || n < 0 || counts.some((c) => c < 0)) {
       counts = b.counts; n = b.count; total = b.sum; lifetime = true;
     }
-    if (n <= 0) return { n: 0 };
+    if (n <= 0) return { n: 0, all: b.count, allMean: b.count ? (1000 * b.sum) / b.count : 0 };
     let acc = 0, p99 = Infinity;
     for (let i = 0; i < counts.length; i++) {
       acc += counts[i];
@@ -181,7 +181,10 @@ export const CLIENT_SCRIPT = `
       text("c-store-sub", fmt(store.errors) + " errors, " + fmt(store.timeouts) + " timeouts, " + fmt(store.inFlight) + " in flight" + (d.store && d.store.status ? ", " + d.store.status : ""));
       const l = latency(now);
       if (!l) { text("c-lat", "–"); text("c-lat-sub", "no look-ups timed"); }
-      else if (l.n === 0) { text("c-lat", "–"); text("c-lat-sub", "no look-ups in the last minute"); }
+      else if (l.n === 0) {
+        text("c-lat", "–");
+        text("c-lat-sub", "none in the last minute" + (l.all ? "; " + fmt(l.all) + " since start, mean " + l.allMean.toFixed(2) + " ms" : ""));
+      }
       else {
         text("c-lat", l.mean.toFixed(2) + " ms");
         text("c-lat-sub", "mean of " + fmt(l.n) + (l.lifetime ? " since start" : "") + "; p99 " + (isFinite(l.p99) ? "≤ " + l.p99 + " ms" : "> 1 s"));
