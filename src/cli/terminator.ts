@@ -40,6 +40,8 @@ export interface TerminatorStats {
 
 export interface Terminator {
   stats(): TerminatorStats;
+  /** The open connection pairs (for diagnostics and tests: their buffers show back-pressure at work). */
+  connections(): { client: TLSSocket; upstream: Socket }[];
   /** Destroys every open backend connection (the server's close drops the client sides). */
   close(): void;
 }
@@ -64,7 +66,7 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
     bytesToBackend: 0,
     bytesFromBackend: 0,
   };
-  const open = new Set<Socket>();
+  const open = new Map<Socket, TLSSocket>();
   // Logged once per outage, not once per connection: the first failure says why, the next success
   // says how many failed in between.
   let down = false;
@@ -74,7 +76,7 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
     stats.connections++;
     stats.active++;
     const upstream = connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
-    open.add(upstream);
+    open.set(upstream, client);
     let connected = false;
     upstream.setNoDelay(true);
     upstream.setTimeout(connectTimeout, () => {
@@ -132,12 +134,16 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
       }
       client.destroy();
     });
-    // The client's errors (resets, bad records) are its own business; the backend just goes too.
-    client.on("error", () => upstream.destroy());
+    // The client's errors (resets, bad records) are its own business; the backend just goes too,
+    // with a reset, so it does not mistake an aborted stream for a complete one (a FIN).
+    const abortUpstream = () => {
+      if (!upstream.destroyed) upstream.resetAndDestroy();
+    };
+    client.on("error", abortUpstream);
     // A side that closes without a clean end in both directions takes the other with it; a side
     // that closed cleanly has passed its FIN on already, and the other finishes flushing by itself.
     client.once("close", () => {
-      if (!(client.readableEnded && client.writableFinished)) upstream.destroy();
+      if (!(client.readableEnded && client.writableFinished)) abortUpstream();
     });
     upstream.once("close", () => {
       open.delete(upstream);
@@ -151,9 +157,10 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
 
   return {
     stats: () => ({ ...stats }),
+    connections: () => [...open].map(([upstream, client]) => ({ client, upstream })),
     close() {
       server.off("secureConnection", onSecure);
-      for (const s of open) s.destroy();
+      for (const s of open.keys()) s.destroy();
     },
   };
 }
