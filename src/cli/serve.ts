@@ -234,6 +234,10 @@ export async function startServe(options: ServeOptions = {}): Promise<ServeHandl
   // Idle connections stay open until the client closes: TLS 1.3 tickets arrive after the
   // handshake, and a client that keeps its connection must never find it cut under it.
   if (server instanceof Server) server.keepAliveTimeout = 0;
+  // A plain tls.Server (terminator mode) only emits tlsClientError when a handshake times out or
+  // fails, and keeps the socket: a client silent after its ClientHello would hold it for good.
+  // https.Server destroys it; do the same (found by npm run fuzz -- client-hello-socket).
+  else server.on("tlsClientError", (_err, socket) => socket.destroy());
 
   let attached: AttachedSessionCache;
   try {
