@@ -123,10 +123,13 @@ function getJson(port: number, ca: string, path = "/stats"): Promise<Record<stri
   });
 }
 
-async function serveHere(t: {
-  after(fn: () => Promise<void>): void;
-}): Promise<{ s: ServeHandle; ca: string }> {
-  const s = await startServe({ listen: "127.0.0.1:0", stateDir: join(tmp, `state-${++dirs}`) });
+async function serveHere(
+  t: {
+    after(fn: () => Promise<void>): void;
+  },
+  store?: string,
+): Promise<{ s: ServeHandle; ca: string }> {
+  const s = await startServe({ listen: "127.0.0.1:0", stateDir: join(tmp, `state-${++dirs}`), store });
   t.after(() => s.close());
   return { s, ca: readFileSync(s.certFile, "utf8") };
 }
@@ -139,7 +142,8 @@ describe("status page in chromium", { timeout: 60_000 }, () => {
   }, async (t) => {
     assert.equal(missing, undefined, "SESSCACHE_REQUIRE_CHROMIUM=1 but chromium is missing");
     const { default: puppeteer } = await import("puppeteer-core");
-    const { s, ca } = await serveHere(t);
+    // With a store, so its cards show too.
+    const { s, ca } = await serveHere(t, "memory");
     const browser = await puppeteer.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -229,6 +233,8 @@ describe("status page in chromium", { timeout: 60_000 }, () => {
       resumed: document.getElementById("c-resumed")?.textContent ?? "",
       hit: document.getElementById("c-hit")?.textContent ?? "",
       hits: document.querySelector('[data-k="hits"]')?.textContent ?? "",
+      store: document.getElementById("c-store")?.textContent ?? "",
+      storeShown: !document.getElementById("card-store")?.hidden,
     }));
     assert.match(chart.line, /^M[\d.]+ [\d.]+/);
     assert.match(chart.bars, /^M[\d.]+ 115v-/);
@@ -237,6 +243,8 @@ describe("status page in chromium", { timeout: 60_000 }, () => {
     assert.ok(Number.parseFloat(chart.resumed) > 50, chart.resumed);
     assert.match(chart.hit, /^\d+\.\d %$/);
     assert.ok(Number(chart.hits) >= 6, `hits on the page: ${chart.hits}`);
+    assert.equal(chart.storeShown, true);
+    assert.equal(chart.store, "up");
 
     assert.equal(await page.evaluate(() => window.loadedOnce), true);
     assert.equal(navigations, 1, "one navigation: the figures moved without a reload");
