@@ -8,7 +8,8 @@ import { loadCorpus } from "../fuzz/corpus.js";
 import { type FuzzTarget, runTarget } from "../fuzz/harness.js";
 import { Rng } from "../fuzz/prng.js";
 import { TARGETS } from "../fuzz/targets/index.js";
-import { ClientHelloReader } from "../src/server/client-hello.js";
+import { handshakeOf } from "../fuzz/tls-gen.js";
+import { ClientHelloReader, type ClientHelloResult } from "../src/server/client-hello.js";
 import { parseSession } from "../src/session/index.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261202);
@@ -58,6 +59,45 @@ describe("fuzz corpus", () => {
     assert.ok(sessions.some((s) => s.protocolVersion === 0x0304));
     assert.ok(sessions.some((s) => s.ticket !== undefined));
     assert.ok(sessions.some((s) => s.peerCertificate !== undefined));
+  });
+});
+
+describe("every split offset", () => {
+  const hellos = loadCorpus("client-hello").map(handshakeOf);
+  const record = (frag: Uint8Array) =>
+    Buffer.concat([Buffer.from([22, 3, 1, frag.length >> 8, frag.length & 0xff]), frag]);
+  const fields = (r: ClientHelloResult) => {
+    assert.equal(r.kind, "done");
+    if (r.kind !== "done") return undefined;
+    const h = r.hello;
+    const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+    return [
+      h.legacyVersion,
+      hex(h.legacyId),
+      h.pskIdentities.map(hex),
+      h.offersTls13,
+      h.sessionTicketBytes,
+      h.serverName,
+    ];
+  };
+
+  it("each real hello cut into two records, and into two TCP chunks, at every offset reads the same", () => {
+    let splits = 0;
+    for (const hs of hellos) {
+      const whole = fields(new ClientHelloReader().push(record(hs)));
+      const raw = record(hs);
+      for (let at = 1; at < hs.length; at++) {
+        const two = Buffer.concat([record(hs.subarray(0, at)), record(hs.subarray(at))]);
+        const r = new ClientHelloReader().push(two);
+        assert.deepEqual(fields(r), whole, `record split at ${at}`);
+        assert.equal(r.kind === "done" && r.hello.records, 2);
+        const reader = new ClientHelloReader();
+        assert.equal(reader.push(raw.subarray(0, at)).kind, "more", `TCP split at ${at}`);
+        assert.deepEqual(fields(reader.push(raw.subarray(at))), whole, `TCP split at ${at}`);
+        splits += 2;
+      }
+    }
+    assert.ok(splits > 10_000, `${splits} splits`);
   });
 });
 
