@@ -4,7 +4,7 @@
 // such connections forever. Both serve modes must close it once the handshake timeout passes.
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { createServer, type Socket } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { loadCorpus } from "../fuzz/corpus.js";
 import { type ServeHandle, startServe } from "../src/cli/serve.js";
@@ -27,7 +27,6 @@ function setHandshakeTimeout(handle: ServeHandle, ms: number): void {
 /** Sends a real ClientHello, then nothing: resolves with how long the server kept the connection. */
 async function helloThenSilence(port: number, limitMs: number): Promise<number | "open"> {
   const hello = loadCorpus("client-hello").find((h) => h.length < 400)!;
-  const { connect } = await import("node:net");
   const sock = connect({ port, host: "127.0.0.1" });
   sock.on("error", () => {});
   sock.on("data", () => {}); // the ServerHello flight
