@@ -115,7 +115,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const t0 = performance.now();
   const deadline = t0 + (o.deadlineMs ?? 600_000);
   const pool: Saved[] = [];
-  const maxPool = Math.max(256, o.concurrency * 4);
+  const maxPool = Math.max(64, o.concurrency * 4);
   let reserve: Saved[] = [];
   const reserveStats = { offered: 0, resumed: 0, byWorker: {} as Record<string, number> };
   const records: HandshakeRecord[] = [];
@@ -399,6 +399,7 @@ export function baseChecks(r: LoadResult): Record<string, boolean> {
     noFailed: r.total.failed === 0,
     noSlow: r.total.slow === 0,
     recovered: r.recoveryMs !== null,
-    noHang: !r.timedOut && !("timeout" in r.errors),
+    noHang: !("timeout" in r.errors),
+    withinDeadline: !r.timedOut,
   };
 }

@@ -107,7 +107,9 @@ export function formatReport(r: ScenarioReport): string {
     ...all.slice(1).map(line),
     `total ${res.total.handshakes} handshakes in ${res.total.elapsedMs} ms; failed ${res.total.failed}; ` +
       `slow ${res.total.slow}; recovery ${res.recoveryMs === null ? "none" : `${res.recoveryMs} ms`}; ` +
-      `reserve resumed ${res.reserve.resumed}/${res.reserve.offered}` +
+      `reserve resumed ${res.reserve.resumed}/${res.reserve.offered}; ` +
+      `after, sessions made after the fault: ${res.phases.after.freshResumed}/${res.phases.after.freshAttempts}` +
+      (res.timedOut ? "; stopped at --deadline-s" : "") +
       (res.total.refused ? `; refused ${res.total.refused}` : ""),
     Object.keys(res.errors).length ? `errors: ${JSON.stringify(res.errors)}` : "errors: none",
     Object.keys(r.extra).length ? `extra: ${JSON.stringify(r.extra)}` : "",
