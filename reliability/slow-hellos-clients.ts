@@ -74,7 +74,7 @@ function finish(): void {
   );
 }
 
-process.on("message", (m: { cmd: string; hello?: string }) => {
+process.on("message", (m: { cmd: string; hello?: string; q?: number }) => {
   if (m.cmd === "start") {
     hello = Buffer.from(m.hello!, "base64");
     holding = true;
@@ -90,7 +90,7 @@ process.on("message", (m: { cmd: string; hello?: string }) => {
       }
     }, 100);
   } else if (m.cmd === "status") {
-    process.send!({ open: open.size, opened, trickle: openTrickle, silent: openSilent });
+    process.send!({ q: m.q, open: open.size, opened, trickle: openTrickle, silent: openSilent });
   } else if (m.cmd === "stop") {
     holding = false;
     if (openTrickle + openSilent === 0) finish();

@@ -1,7 +1,8 @@
 // The server of the slow-hellos suite, in its own process (its file descriptors and memory are its
 // own): a Node TLS server with the adapter (helloTimeout, certificate and key files from argv) that answers every handshake
 // with one byte. Over IPC it says {port} once listening and answers {cmd: "stats"} with its RSS and
-// the adapter's counters; {cmd: "exit"} closes it.
+// the adapter's counters, {cmd: "lifetimes"} with the lifetimes of the connections that sent
+// less than 16 bytes (the slow ones); {cmd: "exit"} closes it.
 import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import { SessionCache } from "../src/engine/index.js";
@@ -21,16 +22,30 @@ server.on("tlsClientError", () => {});
 const cache = new SessionCache();
 const attached = attachSessionCache(server, cache, { helloTimeout, log: () => {} });
 let open = 0;
+/** Lifetimes (ms, accept to close) of connections that sent less than a ClientHello's header. */
+const slowLifetimes: number[] = [];
 server.on("connection", (s) => {
   open++;
-  s.once("close", () => open--);
+  const t = performance.now();
+  s.once("close", () => {
+    open--;
+    if (s.bytesRead < 16) slowLifetimes.push(performance.now() - t);
+  });
 });
 server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
   process.send!({ port: (server.address() as { port: number }).port });
 });
-process.on("message", (m: { cmd?: string }) => {
+process.on("message", (m: { cmd?: string; q?: number }) => {
   if (m.cmd === "stats") {
-    process.send!({ rss: process.memoryUsage().rss, open, adapter: attached.stats(), cache: cache.stats() });
+    process.send!({
+      q: m.q,
+      rss: process.memoryUsage().rss,
+      open,
+      adapter: attached.stats(),
+      cache: cache.stats(),
+    });
+  } else if (m.cmd === "lifetimes") {
+    process.send!({ q: m.q, lifetimes: slowLifetimes });
   } else if (m.cmd === "exit") {
     server.close();
     process.exit(0);

@@ -2,7 +2,8 @@
 // ClientHello one byte per second and `silent` ones sending nothing (another process; each closed
 // one is replaced while the load is held), while normal clients in this process keep resuming
 // (TLS 1.2 and 1.3, `concurrency` sequential loops). Checks: every slow connection is closed by
-// helloTimeout (lifetime within [helloTimeout, helloTimeout + sweep period + 1 s of slack]; the
+// helloTimeout (its lifetime, accept to close on the server, within [helloTimeout, helloTimeout +
+// sweep period + 1 s of slack]; the
 // server's helloTimeouts count them all), nothing is left pending afterwards, the server's RSS under
 // load stays within baseline + memoryBound and does not grow across the window, and the resumption
 // rate under load is ≥ 90 % of the same loop's rate measured unloaded first.
@@ -25,6 +26,10 @@ export interface SlowHellosOptions {
   seconds?: number;
   /** Normal resuming client loops (default 4: two TLS 1.2, two TLS 1.3). */
   concurrency?: number;
+  /** Least loaded / unloaded resumption rate (default 0.9). */
+  minRateRatio?: number;
+  /** Slack past helloTimeout + sweep period before a close counts as late, ms (default 1000). */
+  lateSlackMs?: number;
   /** Most the server's RSS may rise over its unloaded baseline under load (default 128 MiB). */
   memoryBoundMiB?: number;
   log?: (line: string) => void;
@@ -40,11 +45,20 @@ function child(file: string, args: string[]): ChildProcess {
   });
 }
 
+let asked = 0;
+/** One request/reply over IPC, matched by a sequence number (a sampler may be asking meanwhile). */
 // biome-ignore lint/suspicious/noExplicitAny: IPC replies are plain JSON
-async function ask(p: ChildProcess, msg: object): Promise<any> {
-  const reply = once(p, "message");
-  p.send(msg);
-  return (await reply)[0];
+function ask(p: ChildProcess, msg: object): Promise<any> {
+  const q = ++asked;
+  return new Promise((resolve) => {
+    const on = (m: { q?: number }) => {
+      if (m.q !== q) return;
+      p.off("message", on);
+      resolve(m);
+    };
+    p.on("message", on);
+    p.send({ ...msg, q });
+  });
 }
 
 /** The first flight of a real Node client (TLS 1.2 and 1.3 offered), read by a plain TCP server. */
@@ -53,7 +67,12 @@ async function captureHello(): Promise<Buffer> {
   srv.listen(0, HOST);
   await once(srv, "listening");
   const got = new Promise<Buffer>((resolve) =>
-    srv.once("connection", (s) => s.once("data", (d: Buffer) => (resolve(d), s.destroy()))),
+    srv.once("connection", (s) =>
+      s.once("data", (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+      }),
+    ),
   );
   const c = tls.connect({
     port: (srv.address() as net.AddressInfo).port,
@@ -100,11 +119,14 @@ async function resumeLoop(
       s.on("session", (b: Buffer) => (latest = b));
       s.once("secureConnect", () => (reused = s.isSessionReused()));
       s.on("data", () => {});
-      s.once("error", (e) => (clearTimeout(timer), reject(e)));
-      s.once(
-        "close",
-        () => (clearTimeout(timer), resolve({ reused, session: latest ?? (reused ? session : undefined) })),
-      );
+      s.once("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      s.once("close", () => {
+        clearTimeout(timer);
+        resolve({ reused, session: latest ?? (reused ? session : undefined) });
+      });
     });
   const worker = async (i: number) => {
     const version = i % 2 === 0 ? "TLSv1.2" : "TLSv1.3";
@@ -132,6 +154,8 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
   const seconds = o.seconds ?? 10;
   const concurrency = o.concurrency ?? 4;
   const memoryBound = (o.memoryBoundMiB ?? 128) * MiB;
+  const minRatio = o.minRateRatio ?? 0.9;
+  const slack = o.lateSlackMs ?? 1000;
   const log = o.log ?? (() => {});
   const failures: string[] = [];
   const pki = testPki();
@@ -183,7 +207,7 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
     clients.send({ cmd: "stop" });
     const out = await Promise.race([
       finished,
-      new Promise<undefined>((r) => setTimeout(r, helloTimeout + 10_000)),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), helloTimeout + 10_000)),
     ]);
     const after = await ask(server, { cmd: "stats" });
     if (out === undefined) {
@@ -191,16 +215,19 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
       return { suite: "slow-hellos", ok: false, failures, figures: {} };
     }
     const all = [...out.lifetimes.trickle, ...out.lifetimes.silent].sort((a, b) => a - b);
+    // The server's view (accept to close) is what helloTimeout governs; the clients' view also
+    // counts their own event-loop delay in seeing the connect, so it is reported, not checked.
+    const seen = ((await ask(server, { cmd: "lifetimes" })).lifetimes as number[]).sort((a, b) => a - b);
     const period = helloSweepPeriod(helloTimeout);
     const lo = helloTimeout - 20; // timers and clocks of two processes: a few ms either way
-    const hi = helloTimeout + period + 1000;
-    const early = all.filter((t) => t < lo).length;
-    const late = all.filter((t) => t > hi).length;
+    const hi = helloTimeout + period + slack;
+    const early = seen.filter((t) => t < lo).length;
+    const late = seen.filter((t) => t > hi).length;
     const peak = Math.max(...samples);
     const third = samples[Math.floor(samples.length / 3)] ?? peak;
     const ratio = loaded.resumed / Math.max(1, unloaded.resumed);
     check(failures, early === 0, `${early} slow connections closed before helloTimeout`);
-    check(failures, late === 0, `${late} slow connections outlived helloTimeout + period + 1 s`);
+    check(failures, late === 0, `${late} slow connections outlived helloTimeout + period + ${slack} ms`);
     check(failures, out.connectErrors === 0, `${out.connectErrors} slow connections failed to connect`);
     const timeouts = after.adapter.helloTimeouts - base.adapter.helloTimeouts;
     check(
@@ -219,7 +246,12 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
       atEnd.rss <= third + 16 * MiB,
       `server RSS grew across the window (${mib(third)} → ${mib(atEnd.rss)} MiB)`,
     );
-    check(failures, ratio >= 0.9, `resumption rate under load ${(ratio * 100).toFixed(1)} % of unloaded`);
+    check(failures, loaded.resumed > 0, "no resumption under load");
+    check(
+      failures,
+      ratio >= minRatio,
+      `resumption rate under load ${(ratio * 100).toFixed(1)} % of unloaded`,
+    );
     check(
       failures,
       loaded.failed === 0 && unloaded.failed === 0,
@@ -245,12 +277,18 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
         slowConnectionsClosed: all.length,
         trickleBytesSent: out.bytesSent,
         serverHelloTimeouts: timeouts,
-        lifetimeMs: {
+        serverLifetimeMs: {
+          min: Math.round(seen[0] ?? 0),
+          p50: Math.round(percentile(seen, 50)),
+          p99: Math.round(percentile(seen, 99)),
+          max: Math.round(seen.at(-1) ?? 0),
+          allowed: `${lo}..${hi}`,
+        },
+        clientLifetimeMs: {
           min: Math.round(all[0] ?? 0),
           p50: Math.round(percentile(all, 50)),
           p99: Math.round(percentile(all, 99)),
           max: Math.round(all.at(-1) ?? 0),
-          allowed: `${lo}..${hi}`,
         },
         unloaded: { resumedPerSecond: Math.round(unloaded.resumed / seconds), ...unloaded },
         loaded: { resumedPerSecond: Math.round(loaded.resumed / seconds), ...loaded },
