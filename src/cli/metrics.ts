@@ -100,7 +100,8 @@ export function answerMetricsRequests(read: () => SessionCacheMetricsSnapshot): 
   process.on("message", (m: unknown) => {
     if (!tagged(m, "request") || !process.send) return;
     const reply: MetricsReply = { [METRICS_TAG]: "reply", id: (m as MetricsRequest).id, snapshot: read() };
-    process.send(reply);
+    // With a callback, a primary gone meanwhile is not an 'error' event.
+    process.send(reply, undefined, undefined, () => {});
   });
 }
 
@@ -131,7 +132,9 @@ export function askWorkers(timeoutMs = 1000): Promise<SessionCacheMetricsSnapsho
     const request: MetricsRequest = { [METRICS_TAG]: "request", id };
     for (const w of workers) {
       try {
-        w!.send(request);
+        // With a callback, a worker exiting meanwhile (EPIPE) is not an 'error' event that would
+        // stop the primary: the timeout ends the wait.
+        w!.send(request, undefined, undefined, () => {});
       } catch {
         // Gone meanwhile: the timeout ends the wait.
       }

@@ -78,7 +78,9 @@ export function answerTreeRequests(expected: number, timeoutMs = 800): () => voi
     const id = (m as StatusRequest).id;
     void collect().then((tree) => {
       const reply: StatusReply = { [STATUS_TAG]: "reply", id, tree };
-      if (w.isConnected()) w.send(reply);
+      // With a callback, a worker gone meanwhile (EPIPE) is not an 'error' event that would stop
+      // the primary; the worker's wait times out.
+      if (w.isConnected()) w.send(reply, undefined, undefined, () => {});
     });
   };
   cluster.on("message", onMessage);
@@ -86,9 +88,23 @@ export function answerTreeRequests(expected: number, timeoutMs = 800): () => voi
 }
 
 let nextId = 0;
+/** The last answer and when it came: requests within FRESH_MS share it (a busy page costs no IPC). */
+let last: { at: number; tree: Promise<TreeStats | undefined> } | undefined;
+const FRESH_MS = 250;
 
-/** In a worker: the tree's totals from the primary, or undefined when it does not answer in time. */
+/**
+ * In a worker: the tree's totals from the primary, at most FRESH_MS old, or undefined when it does
+ * not answer in time.
+ */
 export function askTreeTotals(timeoutMs = 1500): Promise<TreeStats | undefined> {
+  const now = performance.now();
+  if (last && now - last.at < FRESH_MS) return last.tree;
+  const tree = askPrimary(timeoutMs);
+  last = { at: now, tree };
+  return tree;
+}
+
+function askPrimary(timeoutMs: number): Promise<TreeStats | undefined> {
   if (!process.send || !process.connected) return Promise.resolve(undefined);
   const id = ++nextId;
   return new Promise((resolve) => {
@@ -104,7 +120,9 @@ export function askTreeTotals(timeoutMs = 1500): Promise<TreeStats | undefined> 
     process.on("message", onMessage);
     const request: StatusRequest = { [STATUS_TAG]: "request", id };
     try {
-      process.send?.(request);
+      process.send?.(request, undefined, undefined, (err: Error | null) => {
+        if (err) finish(undefined);
+      });
     } catch {
       finish(undefined);
     }
