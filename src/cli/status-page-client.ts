@@ -204,9 +204,10 @@ export const CLIENT_SCRIPT = `
     e.textContent = ok ? "live · " + new Date().toLocaleTimeString() : "not reachable (" + why + "), retrying";
   }
 
+  // Relative, so the page also works behind a proxy that serves it under a path prefix.
   async function poll() {
     try {
-      const r = await fetch("/stats", { cache: "no-store", headers: { accept: "application/json" } });
+      const r = await fetch("stats", { cache: "no-store", headers: { accept: "application/json" } });
       if (!r.ok) throw new Error("HTTP " + r.status);
       render(await r.json());
       failures = 0;

@@ -202,7 +202,7 @@ function page(data: Record<string, unknown>, conn: Conn, nonce: string): string 
 ${hsRows}
 </tbody></table>
 <h2>Session cache</h2>
-<p>mode ${esc(data.modeName)}, size ${esc(data.cacheSize)}, timeout ${esc(data.timeout)} s, tickets ${data.tickets ? "on" : "off"}, up <span id="uptime">${esc(data.uptime)} s</span>. <a href="/stats">JSON</a></p>
+<p>mode ${esc(data.modeName)}, size ${esc(data.cacheSize)}, timeout ${esc(data.timeout)} s, tickets ${data.tickets ? "on" : "off"}, up <span id="uptime">${esc(data.uptime)} s</span>. <a href="stats">JSON</a></p>
 <table>
 ${rows(src, COUNTERS)}
 </table>
