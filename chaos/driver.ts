@@ -6,9 +6,9 @@
 //
 // A resumption is always offered to another server than the one that issued the session (with
 // several servers), so it can only resume through the shared store; TLS 1.3 tickets are single-use
-// (the new ticket replaces the one spent), a TLS 1.2 session is resumed once. At the fault's start a
-// reserve of sessions is put aside; once the fault is over they are offered again ("reserve"), which
-// shows whether sessions made before the fault survive it.
+// (the new ticket replaces the one spent), a TLS 1.2 session is resumed once; the newest session is
+// offered first. At the fault's start a reserve of sessions is put aside; once the fault is over they
+// are offered again ("reserve"), which shows whether sessions made before the fault survive it.
 import tls from "node:tls";
 
 export type Phase = "before" | "during" | "after";
@@ -148,8 +148,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       saved = reserve.shift();
       fromReserve = true;
     } else if (Math.random() < resumeShare) {
-      // Oldest first, as clients that come back; of this version.
-      const idx = pool.findIndex((s) => s.version === version);
+      // Newest first, of this version: after a fault the first sessions offered are those issued
+      // since, so the recovery time is the store's, not the time to use up sessions issued while
+      // it was down (the reserve covers sessions issued before the fault).
+      let idx = pool.length - 1;
+      while (idx >= 0 && pool[idx]!.version !== version) idx--;
       if (idx >= 0) saved = pool.splice(idx, 1)[0];
     }
     const useVersion = saved?.version ?? version;
