@@ -55,30 +55,37 @@ async function redisPart(burst: number, bound: number, failures: string[], log: 
       return { k, v: store.sealer.seal(k, der) };
     });
     const before = await redisFigures(redis.port);
-    const rss0 = settledRss();
-    const t0 = performance.now();
     let slowest = 0;
-    await Promise.all(
-      sealed.map(async ({ k, v }) => {
-        const t = performance.now();
-        await store.set(k, v, Date.now() + 60_000);
-        slowest = Math.max(slowest, performance.now() - t);
-      }),
-    );
-    for (let i = 0; i < burst; i++) cache.onNewSession(big);
-    const ms = performance.now() - t0;
-    // Beyond what any session can be: the sealer refuses before any work, with a typed error.
     let typed = 0;
     const huge = randomBytes(1024 * 1024);
-    const t1 = performance.now();
-    for (let i = 0; i < 100; i++) {
-      try {
-        store.sealer.seal(key(i), huge);
-      } catch (err) {
-        if (err instanceof StoreValueError) typed++;
+    // Twice: the first burst may grow the heap once (V8 does not hand RSS back at once); the
+    // second must not grow it further.
+    const burstOnce = async () => {
+      const t0 = performance.now();
+      await Promise.all(
+        sealed.map(async ({ k, v }) => {
+          const t = performance.now();
+          await store.set(k, v, Date.now() + 60_000);
+          slowest = Math.max(slowest, performance.now() - t);
+        }),
+      );
+      for (let i = 0; i < burst; i++) cache.onNewSession(big);
+      const ms = performance.now() - t0;
+      // Beyond what any session can be: the sealer refuses before any work, with a typed error.
+      const t1 = performance.now();
+      for (let i = 0; i < 100; i++) {
+        try {
+          store.sealer.seal(key(i), huge);
+        } catch (err) {
+          if (err instanceof StoreValueError) typed++;
+        }
       }
-    }
-    const hugeMs = performance.now() - t1;
+      return { ms, hugeMs: performance.now() - t1 };
+    };
+    const rss0 = settledRss();
+    const { ms, hugeMs } = await burstOnce();
+    const rssMid = settledRss();
+    await burstOnce();
     const rss1 = settledRss();
     const after = await redisFigures(redis.port);
     const st = store.stats();
@@ -90,8 +97,12 @@ async function redisPart(burst: number, bound: number, failures: string[], log: 
     const back = await store.get(k);
     const normalOk =
       back !== undefined && Buffer.compare(Buffer.from(store.sealer.open(k, back)), small) === 0;
-    check(failures, st.oversized === burst, `redis: store.oversized ${st.oversized} != ${burst}`);
-    check(failures, cst.tooLarge === burst, `redis: externalCache tooLarge ${cst.tooLarge} != ${burst}`);
+    check(failures, st.oversized === 2 * burst, `redis: store.oversized ${st.oversized} != ${2 * burst}`);
+    check(
+      failures,
+      cst.tooLarge === 2 * burst,
+      `redis: externalCache tooLarge ${cst.tooLarge} != ${2 * burst}`,
+    );
     check(
       failures,
       after.setCalls === before.setCalls,
@@ -99,13 +110,13 @@ async function redisPart(burst: number, bound: number, failures: string[], log: 
     );
     check(failures, after.dbsize === before.dbsize, `redis: DBSIZE ${before.dbsize} → ${after.dbsize}`);
     check(failures, st.inFlight === 0, `redis: ${st.inFlight} in flight`);
-    check(failures, typed === 100, `redis: 1 MiB seals refused with StoreValueError ${typed} of 100`);
-    check(failures, rss1 - rss0 <= bound, `redis: RSS rose ${mib(rss1 - rss0)} MiB`);
+    check(failures, typed === 200, `redis: 1 MiB seals refused with StoreValueError ${typed} of 200`);
+    check(failures, rss1 - rssMid <= bound, `redis: RSS rose ${mib(rss1 - rssMid)} MiB in the second burst`);
     check(failures, normalOk, "redis: a normal session did not round-trip after the burst");
-    log(`redis: ${2 * burst} oversized refused in ${ms.toFixed(1)} ms, 0 SET sent`);
+    log(`redis: 2 × ${2 * burst} oversized refused in ${ms.toFixed(1)} ms, 0 SET sent`);
     return {
-      oversizedSets: burst,
-      oversizedNewSessions: burst,
+      oversizedSets: 2 * burst,
+      oversizedNewSessions: 2 * burst,
       valueBytes: der.length,
       burstMs: Math.round(ms * 10) / 10,
       slowestSetMs: Math.round(slowest * 1000) / 1000,
@@ -114,8 +125,10 @@ async function redisPart(burst: number, bound: number, failures: string[], log: 
       dbsizeAfter: after.dbsize,
       redisUsedMemoryDelta: after.usedMemory - before.usedMemory,
       megabyteSealsRefusedTyped: typed,
+      bursts: 2,
       megabyteSealsMs: Math.round(hugeMs * 10) / 10,
-      rssDeltaMiB: mib(rss1 - rss0),
+      rssDeltaFirstBurstMiB: mib(rssMid - rss0),
+      rssDeltaSecondBurstMiB: mib(rss1 - rssMid),
       normalRoundTrip: normalOk,
     };
   } finally {
@@ -142,53 +155,46 @@ async function clusterPart(burst: number, bound: number, failures: string[], log
     });
     const r = report as {
       localBurst: { ms: number; slowestMs: number; stats: { oversized: number; inFlight: number } };
-      wideBurst: {
-        ms: number;
-        slowestMs: number;
-        stats: { timeouts: number; dropped: number; inFlight: number };
-      };
+      wideBurst: { ms: number; slowestMs: number; stats: { timeouts: number; dropped: number } };
       raw: number;
       normal: { ok: boolean; ms: number };
+      afterWide: { ok: boolean; ms: number };
       afterRaw: { ok: boolean; ms: number };
     };
     const rss1 = settledRss();
     const ps = primary.stats();
+    const wideSent = burst - r.wideBurst.stats.dropped;
+    const local = r.localBurst.stats.oversized;
+    check(failures, local === burst, `cluster: worker kept ${local} of ${burst} local`);
+    check(failures, r.normal.ok, "cluster: a normal session did not round-trip right after the burst");
+    // Every oversized value that reached the primary was refused; only normal sessions are kept.
     check(
       failures,
-      r.localBurst.stats.oversized === burst,
-      `cluster: worker kept ${r.localBurst.stats.oversized} local`,
+      ps.oversized === wideSent + r.raw,
+      `cluster: primary refused ${ps.oversized} of ${wideSent + r.raw}`,
     );
-    check(
-      failures,
-      ps.oversized === burst + r.raw,
-      `cluster: primary refused ${ps.oversized} of ${burst + r.raw}`,
-    );
-    check(
-      failures,
-      ps.sets === burst + r.raw + 2,
-      `cluster: primary saw ${ps.sets} sets (the default-cap burst sent none)`,
-    );
-    check(failures, ps.size === 2, `cluster: primary holds ${ps.size} entries, expected the 2 normal ones`);
-    check(failures, r.wideBurst.stats.dropped === 0, `cluster: ${r.wideBurst.stats.dropped} dropped`);
+    check(failures, ps.sets - ps.oversized === ps.size, `cluster: primary holds ${ps.size} entries`);
+    check(failures, r.afterWide.ok, "cluster: no normal round-trip within 60 s of the over-wide burst");
+    check(failures, r.afterRaw.ok, "cluster: no normal round-trip within 60 s of the raw 1 MiB flood");
     // The raw flood makes the primary parse 100 MiB of JSON: V8 keeps some of that heap afterwards.
     check(failures, rss1 - rss0 <= bound + 32 * MiB, `cluster: primary RSS rose ${mib(rss1 - rss0)} MiB`);
-    check(failures, r.normal.ok, "cluster: a normal session did not round-trip right after the bursts");
-    check(failures, r.afterRaw.ok, "cluster: no normal round-trip within 30 s of the raw 1 MiB flood");
-    log(`cluster: ${burst} kept local, ${burst + r.raw} refused by the primary`);
+    log(`cluster: ${local} kept local, ${ps.oversized} refused by the primary`);
     return {
-      workerLocalRefusals: r.localBurst.stats.oversized,
+      workerLocalRefusals: local,
       workerLocalBurstMs: Math.round(r.localBurst.ms * 10) / 10,
-      primaryRefusals: ps.oversized,
-      wideWorkerBurstMs: Math.round(r.wideBurst.ms * 10) / 10,
-      wideWorkerSlowestSetMs: Math.round(r.wideBurst.slowestMs * 10) / 10,
-      rawMegabyteSets: r.raw,
-      // Sets of the over-wide worker answered as misses at its 250 ms deadline: the IPC channel
-      // carries ~1 message of 11 kB per ms here, so most of a burst queues past the deadline.
+      normalRoundTripRightAfterMs: Math.round(r.normal.ms * 10) / 10,
+      wideWorkerSent: wideSent,
+      wideWorkerDropped: r.wideBurst.stats.dropped,
+      // Answered as misses at the worker's 250 ms deadline: the IPC channel carries about one
+      // 11 kB message per millisecond here, so most of what was sent queues past the deadline.
       wideWorkerSetsPastDeadline: r.wideBurst.stats.timeouts,
+      wideWorkerBurstMs: Math.round(r.wideBurst.ms * 10) / 10,
+      recoveryAfterWideBurstMs: Math.round(r.afterWide.ms),
+      rawMegabyteSets: r.raw,
+      recoveryAfterRawFloodMs: Math.round(r.afterRaw.ms),
+      primaryRefusals: ps.oversized,
       primaryEntriesAfter: ps.size,
       primaryRssDeltaMiB: mib(rss1 - rss0),
-      normalRoundTripMs: Math.round(r.normal.ms * 10) / 10,
-      normalRoundTripAfterRawFloodMs: Math.round(r.afterRaw.ms),
     };
   } finally {
     worker.kill();

@@ -37,8 +37,10 @@ server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
 });
 process.on("message", (m: { cmd?: string; q?: number }) => {
   if (m.cmd === "stats") {
+    const u = process.cpuUsage();
     process.send!({
       q: m.q,
+      cpu: u.user + u.system,
       rss: process.memoryUsage().rss,
       open,
       adapter: attached.stats(),
