@@ -203,7 +203,13 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
     const cpuLoadStart = (await ask(server, { cmd: "stats" })).cpu;
     const conns0 = (await ask(server, { cmd: "stats" })).adapter.connections;
     const samples: number[] = [];
-    const sampler = setInterval(async () => samples.push((await ask(server, { cmd: "stats" })).rss), 1000);
+    /** Connections open on the server, each second of the loaded window (the population held). */
+    const openSamples: number[] = [];
+    const sampler = setInterval(async () => {
+      const st = await ask(server, { cmd: "stats" });
+      samples.push(st.rss);
+      openSamples.push(st.open);
+    }, 1000);
     const loaded = await resumeLoop(port, pki.caCert, seconds, concurrency);
     clearInterval(sampler);
     const atEnd = await ask(server, { cmd: "stats" });
@@ -322,6 +328,7 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
           bound: mib(base.rss + memoryBound),
         },
         serverOpenConnectionsAtEnd: atEnd.open,
+        serverOpenConnectionsEachSecond: openSamples.join(" "),
         pendingHellosAfter: after.adapter.pendingHellos,
       },
     };
