@@ -1,4 +1,4 @@
-// `npm run secrets-audit [-- test/a.test.ts ...]`: runs the test suite (every test/**/*.test.ts, or
+// `npm run secrets-audit [-- test/a.test.ts ...]` (or `-- --scan-only <audit dir>`): runs the test suite (every test/**/*.test.ts, or
 // the files given) under the secrets hook, then scans what the run produced for any secret recorded.
 // - NODE_OPTIONS="--import reliability/secrets-hook.mjs" reaches every Node process the tests start.
 // - SESSCACHE_SECRETS_DIR: the hook's records (never scanned, never printed).
@@ -17,8 +17,9 @@ import { describe, filesUnder, scan } from "./secrets-scan.js";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const hook = fileURLToPath(new URL("./secrets-hook.mjs", import.meta.url));
 
-async function main() {
-  const given = process.argv.slice(2);
+async function run(
+  given: string[],
+): Promise<{ dir: string; files: number; code: number; runSeconds: number }> {
   const files =
     given.length > 0
       ? given
@@ -30,8 +31,7 @@ async function main() {
   const outputs = join(dir, "outputs");
   const tmp = join(dir, "tmp");
   for (const d of [secrets, outputs, tmp]) mkdirSync(d, { mode: 0o700 });
-  const log = join(outputs, "test-run.txt");
-  const tee = createWriteStream(log);
+  const tee = createWriteStream(join(outputs, "test-run.txt"));
   const t0 = performance.now();
   console.log(`secrets-audit: ${files.length} test files, outputs in ${dir}`);
   const child = spawn(
@@ -57,10 +57,20 @@ async function main() {
   }
   const code: number = await new Promise((resolve) => child.on("close", (c) => resolve(c ?? 1)));
   await new Promise((r) => tee.end(r));
-  const runSeconds = Math.round((performance.now() - t0) / 1000);
+  return { dir, files: files.length, code, runSeconds: Math.round((performance.now() - t0) / 1000) };
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  // --scan-only DIR: scan an earlier (or interrupted) run's directory again.
+  const { dir, files, code, runSeconds } =
+    args[0] === "--scan-only" ? { dir: args[1]!, files: 0, code: -1, runSeconds: 0 } : await run(args);
+  const secrets = join(dir, "secrets");
+  const outputs = join(dir, "outputs");
+  const tmp = join(dir, "tmp");
   const report = scan(secrets, [outputs, tmp], dir);
   const summary = {
-    testFiles: files.length,
+    testFiles: files,
     testExitCode: code,
     runSeconds,
     secretsRecorded: report.secrets,
