@@ -3,7 +3,7 @@
 // fake Redis answering garbage; a 3 primaries + 3 replicas Redis Cluster that loses a primary.
 // Readiness is polled (PING, `cluster info`), never slept for. Every process started here is
 // SIGKILLed when this process exits.
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, fork, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -154,6 +154,45 @@ export async function startChaosRedis(options: RedisStartOptions = {}): Promise<
 }
 
 export type ProxyMode = "forward" | "garbage";
+
+export interface ProxyProcess {
+  readonly port: number;
+  setLatency(ms: number): Promise<void>;
+  setMode(mode: ProxyMode): Promise<void>;
+  garbageReplies(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** startRedisProxy in a child process (chaos/proxy-child.ts), driven over IPC. */
+export async function startRedisProxyProcess(upstreamPort: number): Promise<ProxyProcess> {
+  const child = fork(new URL("./proxy-child.ts", import.meta.url), [String(upstreamPort)], {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once("message", (m: { port: number }) => resolve(m.port));
+    child.once("exit", (code) => reject(new Error(`proxy exited (${code})`)));
+  });
+  const ask = (m: Record<string, unknown>) =>
+    new Promise<number>((resolve) => {
+      child.once("message", (r: { garbageReplies: number }) => resolve(r.garbageReplies));
+      child.send(m);
+    });
+  return {
+    port,
+    setLatency: async (ms) => void (await ask({ latency: ms })),
+    setMode: async (mode) => void (await ask({ mode })),
+    garbageReplies: () => ask({ count: true }),
+    async close() {
+      if (child.exitCode !== null) return;
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await gone;
+    },
+  };
+}
 
 export interface RedisProxy {
   readonly port: number;

@@ -11,12 +11,18 @@ import {
   type ScenarioReport,
   storeKey,
 } from "./driver.js";
-import { type ChaosRedis, type RedisProxy, sleep, startChaosRedis, startRedisProxy } from "./redis-faults.js";
+import {
+  type ChaosRedis,
+  type ProxyProcess,
+  sleep,
+  startChaosRedis,
+  startRedisProxyProcess,
+} from "./redis-faults.js";
 import { fetchStats, type ServeProcess, startServe, storeSide } from "./serve-process.js";
 
 interface Setup {
   redis: ChaosRedis;
-  proxy?: RedisProxy;
+  proxy?: ProxyProcess;
 }
 
 type Fault = (s: Setup, o: ScenarioOptions, ctx: FaultContext) => Promise<FaultWindow>;
@@ -31,7 +37,7 @@ function redisScenario(
     describe,
     async run(o): Promise<ScenarioReport> {
       const redis = await startChaosRedis({ persist: opts.persist });
-      const proxy = opts.proxy ? await startRedisProxy(redis.port) : undefined;
+      const proxy = opts.proxy ? await startRedisProxyProcess(redis.port) : undefined;
       const serves: ServeProcess[] = [];
       try {
         const url = `redis://127.0.0.1:${proxy?.port ?? redis.port}`;
@@ -65,7 +71,7 @@ function redisScenario(
           extra: {
             stores,
             ...(result.window.extra ?? {}),
-            ...(proxy ? { garbageReplies: proxy.garbageReplies } : {}),
+            ...(proxy ? { garbageReplies: await proxy.garbageReplies() } : {}),
             serveStderrTail: o.verbose ? serves.map((s) => s.stderr().slice(-2000)) : undefined,
           },
           checks: { ...baseChecks(result), servesAlive: !crashed },
@@ -136,9 +142,9 @@ export const redisScenarios: Record<string, Scenario> = {
     "a proxy between serve and Redis adds --latency-ms each way for --fault-ms",
     async (s, o, ctx) => {
       const startMs = at(ctx);
-      s.proxy!.setLatency(o.latencyMs);
+      await s.proxy!.setLatency(o.latencyMs);
       await sleep(o.faultMs);
-      s.proxy!.setLatency(0);
+      await s.proxy!.setLatency(0);
       // Replies queued behind the latency still arrive late: the window ends when they are out.
       await sleep(o.latencyMs);
       return { fault: `+${o.latencyMs} ms each way for ${o.faultMs} ms`, startMs, endMs: at(ctx) };
@@ -149,9 +155,9 @@ export const redisScenarios: Record<string, Scenario> = {
     "Redis replaced by a fake RESP server answering random bytes and wrong types for --fault-ms",
     async (s, o, ctx) => {
       const startMs = at(ctx);
-      s.proxy!.setMode("garbage");
+      await s.proxy!.setMode("garbage");
       await sleep(o.faultMs);
-      s.proxy!.setMode("forward");
+      await s.proxy!.setMode("forward");
       return { fault: `garbage answers for ${o.faultMs} ms`, startMs, endMs: at(ctx) };
     },
     { proxy: true },
