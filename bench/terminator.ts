@@ -364,6 +364,8 @@ interface Sample {
   cpu: number;
   /** Of s_time -reuse's connections, the fraction that resumed (its progress line: r or *). */
   resumedFraction?: number;
+  /** s_time processes that stopped before their summary (a failed connection). */
+  failures?: number;
 }
 
 async function sTime(
@@ -398,18 +400,29 @@ async function sTime(
   const wall = (performance.now() - t0) / 1000;
   const cpu = treeCpuSeconds(server.pid) - cpu0;
   let count = 0;
+  let failures = 0;
   let r = 0;
   let full = 0;
   for (const out of outs) {
-    const m = /(\d+) connections in [\d.]+s;/.exec(out);
-    if (!m) throw new Error(`s_time against ${server.name} printed no count:\n${out.slice(-500)}`);
-    count += Number(m[1]);
     // The progress line: r for each resumed connection, * for each full one.
     const progress = out.split("\n").find((l) => /^[r*]+$/.test(l.trim())) ?? "";
-    r += [...progress].filter((c) => c === "r").length;
-    full += [...progress].filter((c) => c === "*").length;
+    const pr = [...progress].filter((c) => c === "r").length;
+    const pf = [...progress].filter((c) => c === "*").length;
+    r += pr;
+    full += pf;
+    const m = /(\d+) connections in [\d.]+s;/.exec(out);
+    if (m) count += Number(m[1]);
+    else {
+      // s_time gave up (a connection failed): count what it did, and say why.
+      count += pr + pf;
+      failures++;
+      const why = out.split("\n").filter((l) => l.trim() && !/^[r*]+$/.test(l.trim()));
+      process.stderr.write(
+        `bench: s_time against ${server.name} stopped early: ${why.slice(-3).join(" | ")}\n`,
+      );
+    }
   }
-  const sample: Sample = { count, wall, cpu };
+  const sample: Sample = { count, wall, cpu, ...(failures ? { failures } : {}) };
   if (mode === "-reuse") sample.resumedFraction = r + full > 0 ? r / (r + full) : 0;
   return sample;
 }
@@ -562,6 +575,7 @@ const bench: Bench = async (args) => {
       "MiB/s": median(bytesWall),
       "MiB/s range": spread(bytesWall),
       "MiB/cpu-s": median(bytesCpu),
+      "s_time stops": [...r.full, ...r.resumed].reduce((n, x) => n + (x.failures ?? 0), 0),
     });
   }
   const notes: string[] = [
