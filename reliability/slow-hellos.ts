@@ -201,7 +201,6 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
     }
     log(`population up after ${((performance.now() - rampStart) / 1000).toFixed(1)} s`);
     const cpuLoadStart = (await ask(server, { cmd: "stats" })).cpu;
-    const conns0 = (await ask(server, { cmd: "stats" })).adapter.connections;
     const samples: number[] = [];
     /** Connections open on the server, each second of the loaded window (the population held). */
     const openSamples: number[] = [];
