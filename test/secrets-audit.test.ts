@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import tls from "node:tls";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe as describeMatch, loadSecrets, scan } from "../reliability/secrets-scan.js";
 import { root } from "./support/cli-run.js";
 
@@ -66,7 +66,10 @@ test("hook + scanner: a real serve run leaks nothing, a planted leak is found", 
 }, async () => {
   process.env.SESSCACHE_SECRETS_DIR = secretsDir;
   process.env.SESSCACHE_OUTPUTS_DIR = outputs;
-  await import(hook); // this process (the clients)
+  // This process (the clients). A module instance of its own (the query), so that under the full
+  // audit, whose NODE_OPTIONS loaded the hook already with the audit's directories, this one still
+  // records into the test's.
+  await import(`${pathToFileURL(hook).href}?test`);
   const stateDir = join(dir, "state");
   const child = spawn(
     process.execPath,
