@@ -227,7 +227,7 @@ const lookupStorm: Scenario = {
           // Every resumption attempt is at most one look-up: the usual rate, measured so far.
           usualRate = (ctx.done() * 0.5) / ((ctx.now() - t0) / 1000);
           const startMs = ctx.now();
-          floodCounts = await flood(serve.port, usualRate * 10, o.faultMs, 256);
+          floodCounts = await flood(serve.port, usualRate * 10, o.faultMs, 2048);
           return {
             fault: `unknown-id hellos at 10× the look-up rate for ${o.faultMs} ms`,
             startMs,
