@@ -203,4 +203,20 @@ describe("ClusterStore across node:cluster workers", { timeout: 120_000 }, () =>
     assert.equal(primary.stats().oversized, before + 1);
     assert.equal((await call(w2, { op: "get", id })).result, null, "not kept");
   });
+
+  test("after one refusal, a worker configured above the primary's cap keeps such sessions local", async () => {
+    // Found by reliability/oversized.ts: each such value is a large IPC message the primary only
+    // refuses, and a burst of them delays the worker's other requests past their deadline.
+    const set = (size: number) =>
+      call(w1, { op: "setRaw", id: hex(), size, maxSessionBytes: 8192, expiresAt: now() + 60 });
+    const before = primary.stats();
+    await set(6000); // sent; the refusal carries the primary's cap (4096)
+    assert.equal(primary.stats().oversized, before.oversized + 1);
+    const r = await set(6000);
+    assert.equal(primary.stats().sets, before.sets + 1, "the second one was not sent");
+    assert.equal((r.result as { oversized: number }).oversized, 1);
+    // A session within the primary's cap still goes through that store.
+    await set(4000);
+    assert.equal(primary.stats().sets, before.sets + 2);
+  });
 });

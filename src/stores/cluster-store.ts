@@ -17,7 +17,8 @@
 // two stores in one worker (say a server cache's and sharedClientSessions') never take each
 // other's answers. Sessions over maxSessionBytes (default 4096, as nginx's shared cache) stay
 // local: the worker does not send them and answers the set at once; the primary refuses (and
-// answers at once) any value over its own cap.
+// answers at once) any value over its own cap, and its refusal carries that cap, so a worker
+// configured above it keeps further such sessions local too.
 import cluster, { type Worker } from "node:cluster";
 import { randomBytes } from "node:crypto";
 import type { StoreKey } from "../engine/store.js";
@@ -60,6 +61,8 @@ interface Reply {
   i: string;
   n: number;
   v?: string | null;
+  /** On a set refused as oversized: the primary's maxSessionBytes (the worker stops sending more). */
+  c?: number;
 }
 
 /** base64 characters of the longest value a store writes for a session of `maxSessionBytes`. */
@@ -122,7 +125,8 @@ function isRequest(m: unknown, channel: string): m is Request {
 export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {}): ClusterStorePrimary {
   if (!cluster.isPrimary) throw new TypeError("startClusterStorePrimary: call it in the cluster primary");
   const channel = options.channel ?? DEFAULT_CHANNEL;
-  const maxChars = maxValueChars(checkMaxSessionBytes(options.maxSessionBytes, "startClusterStorePrimary"));
+  const maxBytes = checkMaxSessionBytes(options.maxSessionBytes, "startClusterStorePrimary");
+  const maxChars = maxValueChars(maxBytes);
   const map = new ExpiringMap<string>({ maxEntries: options.maxEntries ?? 100_000 });
   const stats: Omit<ClusterStorePrimaryStats, "size"> = {
     gets: 0,
@@ -143,6 +147,7 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
       return;
     }
     let v: string | undefined;
+    let refused = false;
     switch (msg.op) {
       case "get":
         stats.gets++;
@@ -152,8 +157,10 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
       case "set":
         stats.sets++;
         // R28: a value over the cap is not kept, and the worker hears so at once.
-        if (msg.v!.length > maxChars) stats.oversized++;
-        else map.set(msg.k, msg.v!, msg.e!);
+        if (msg.v!.length > maxChars) {
+          stats.oversized++;
+          refused = true;
+        } else map.set(msg.k, msg.v!, msg.e!);
         break;
       case "del":
         stats.deletes++;
@@ -166,6 +173,7 @@ export function startClusterStorePrimary(options: ClusterStorePrimaryOptions = {
         break;
     }
     const reply: Reply = { [CLUSTER_MESSAGE_TAG]: channel, i: msg.i, n: msg.n, v: v ?? null };
+    if (refused) reply.c = maxBytes;
     if (worker.isConnected()) worker.send(reply, undefined, ignoreSendError);
   };
   cluster.on("message", onMessage);
@@ -220,6 +228,11 @@ export class ClusterStore implements SealingSessionStore {
   readonly #maxInFlight: number;
   readonly #pending = new Map<number, Pending>();
   readonly #stats = emptyStats();
+  /**
+   * The primary's cap once a refusal told it (R28): a worker configured above it would otherwise
+   * keep sending values the primary refuses, each a large IPC message that delays its other requests.
+   */
+  #primaryCap = Number.POSITIVE_INFINITY;
   #seq = 0;
   #closed = false;
 
@@ -256,6 +269,7 @@ export class ClusterStore implements SealingSessionStore {
     const r = msg as Partial<Reply>;
     if (r[CLUSTER_MESSAGE_TAG] !== this.#channel || r.i !== this.#instance || typeof r.n !== "number") return;
     const p = this.#pending.get(r.n);
+    if (typeof r.c === "number" && r.c >= 0 && r.c < this.#primaryCap) this.#primaryCap = r.c;
     if (!p) return; // answered after its deadline
     this.#pending.delete(r.n);
     clearTimeout(p.timer);
@@ -324,7 +338,7 @@ export class ClusterStore implements SealingSessionStore {
       throw new TypeError("ClusterStore.set: value is not from this store's sealer");
     this.#stats.sets++;
     // R28: too heavy for the shared map: stays local, answered now (no in-flight slot, no deadline).
-    if (value.length - this.sealer.overhead(key) > this.maxSessionBytes) {
+    if (value.length - this.sealer.overhead(key) > Math.min(this.maxSessionBytes, this.#primaryCap)) {
       this.#stats.oversized++;
       return;
     }
