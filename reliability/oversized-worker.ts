@@ -3,7 +3,8 @@
 //    nothing sent; a normal session round-trips right after (250 ms deadline);
 // 2. a ClusterStore whose cap (10240) is above the primary's (4096), a misconfiguration: its burst
 //    crosses IPC (up to its maxInFlight, the rest dropped), the primary refuses each; measured: how
-//    long until a normal session round-trips again;
+//    long until a normal session round-trips again; then a second burst, which the primary's cap
+//    (carried by its refusals) keeps in the worker;
 // 3. raw IPC 'set' messages of 1 MiB (a process not using ClusterStore): the same measure.
 // It reports {result} over IPC; the primary checks its own counters and memory.
 import { randomBytes } from "node:crypto";
@@ -62,6 +63,11 @@ const normal = await roundTrip(250);
 // 2. A worker whose cap exceeds the primary's (default maxInFlight 1000: the rest are dropped).
 const wideBurst = await timed(wide, 8000, burst);
 const afterWide = await recovery();
+// The primary's refusals told the worker its cap: a second burst stays in the worker.
+const wideOversizedBefore = wide.stats().oversized;
+const wideAgain = await timed(wide, 8000, burst);
+const wideAgainLocal = wideAgain.stats.oversized - wideOversizedBefore;
+const normalAfterWideAgain = await roundTrip(250);
 
 // 3. Raw requests of 1 MiB (a process not using ClusterStore): the primary must parse each IPC
 // message before it can refuse it.
@@ -80,4 +86,19 @@ for (let i = 0; i < raw; i++) {
 }
 const afterRaw = await recovery();
 
-process.send!({ result: { localBurst, wideBurst, raw, normal, afterWide, afterRaw } }, () => process.exit(0));
+process.send!(
+  {
+    result: {
+      localBurst,
+      wideBurst,
+      raw,
+      normal,
+      afterWide,
+      wideAgainLocal,
+      wideAgainMs: wideAgain.ms,
+      normalAfterWideAgain,
+      afterRaw,
+    },
+  },
+  () => process.exit(0),
+);

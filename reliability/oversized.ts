@@ -159,6 +159,9 @@ async function clusterPart(burst: number, bound: number, failures: string[], log
       raw: number;
       normal: { ok: boolean; ms: number };
       afterWide: { ok: boolean; ms: number };
+      wideAgainLocal: number;
+      wideAgainMs: number;
+      normalAfterWideAgain: { ok: boolean; ms: number };
       afterRaw: { ok: boolean; ms: number };
     };
     const rss1 = settledRss();
@@ -175,6 +178,16 @@ async function clusterPart(burst: number, bound: number, failures: string[], log
     );
     check(failures, ps.sets - ps.oversized === ps.size, `cluster: primary holds ${ps.size} entries`);
     check(failures, r.afterWide.ok, "cluster: no normal round-trip within 60 s of the over-wide burst");
+    check(
+      failures,
+      r.wideAgainLocal === burst,
+      `cluster: second over-wide burst kept ${r.wideAgainLocal} local`,
+    );
+    check(
+      failures,
+      r.normalAfterWideAgain.ok,
+      "cluster: no normal round-trip right after the second over-wide burst",
+    );
     check(failures, r.afterRaw.ok, "cluster: no normal round-trip within 60 s of the raw 1 MiB flood");
     // The raw flood makes the primary parse 100 MiB of JSON: V8 keeps some of that heap afterwards.
     check(failures, rss1 - rss0 <= bound + 32 * MiB, `cluster: primary RSS rose ${mib(rss1 - rss0)} MiB`);
@@ -190,6 +203,9 @@ async function clusterPart(burst: number, bound: number, failures: string[], log
       wideWorkerSetsPastDeadline: r.wideBurst.stats.timeouts,
       wideWorkerBurstMs: Math.round(r.wideBurst.ms * 10) / 10,
       recoveryAfterWideBurstMs: Math.round(r.afterWide.ms),
+      secondWideBurstKeptLocal: r.wideAgainLocal,
+      secondWideBurstMs: Math.round(r.wideAgainMs * 10) / 10,
+      normalRoundTripAfterSecondWideBurstMs: Math.round(r.normalAfterWideAgain.ms * 10) / 10,
       rawMegabyteSets: r.raw,
       recoveryAfterRawFloodMs: Math.round(r.afterRaw.ms),
       primaryRefusals: ps.oversized,
