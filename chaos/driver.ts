@@ -7,8 +7,9 @@
 // A resumption is always offered to another server than the one that issued the session (with
 // several servers), so it can only resume through the shared store; TLS 1.3 tickets are single-use
 // (the new ticket replaces the one spent), a TLS 1.2 session is resumed once; the newest session is
-// offered first. At the fault's start a reserve of sessions is put aside; once the fault is over they
-// are offered again ("reserve"), which shows whether sessions made before the fault survive it.
+// offered first. At the fault's start a reserve of sessions is put aside; once the fault is over and a
+// resumption shows the store is back, they are offered again ("reserve"): did sessions made before
+// the fault survive it?
 import tls from "node:tls";
 
 export type Phase = "before" | "during" | "after";
@@ -124,6 +125,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let faultDone = false;
   let faultPromise: Promise<FaultWindow> | undefined;
   let afterCount = 0;
+  // A handshake that started after the window resumed: the store is reachable again.
+  let recovered = false;
   let refused = 0;
   let stopIssuing = false;
   let seq = 0;
@@ -144,7 +147,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const version: Version = i % 2 === 0 ? "TLSv1.2" : "TLSv1.3";
     let saved: Saved | undefined;
     let fromReserve = false;
-    if (faultDone && reserve.length > 0 && i % 2 === 0) {
+    // The reserve waits for the store to be back (or for a share of the after phase, so it drains
+    // when it never comes back): it measures whether sessions survived, not the reconnection.
+    const reserveOpen = recovered || afterCount >= minAfter / 2;
+    if (faultDone && reserveOpen && reserve.length > 0 && i % 2 === 0) {
       saved = reserve.shift();
       fromReserve = true;
     } else if (Math.random() < resumeShare) {
@@ -189,6 +195,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         rec.ok = ok;
         if (error) rec.error = error;
         records.push(rec);
+        if (rec.resumed && window && rec.startMs >= window.endMs) recovered = true;
         if (fromReserve) {
           reserveStats.offered++;
           if (rec.resumed) reserveStats.resumed++;

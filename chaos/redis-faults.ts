@@ -388,6 +388,16 @@ export async function startChaosCluster(nodeTimeoutMs = 1000): Promise<ChaosRedi
       if (Date.now() > deadline) throw new Error("replicas not attached in 60 s");
       await sleep(100);
     }
+    // And synced: a replica whose first sync has not finished will not take over its primary.
+    for (const n of nodes) {
+      for (;;) {
+        const info = await n.cli("info", "replication");
+        if (!info.includes("role:slave")) break;
+        if (info.includes("master_link_status:up") && info.includes("master_sync_in_progress:0")) break;
+        if (Date.now() > deadline) throw new Error(`replica :${n.port} not synced in 60 s`);
+        await sleep(50);
+      }
+    }
     return {
       nodes,
       seeds,
