@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import { SessionCache } from "../src/engine/index.js";
 import { attachSessionCache, statefulServerOptions } from "../src/server/index.js";
+import { fullGc } from "./support.js";
 
 const helloTimeout = Number(process.argv[2]);
 // The parent's test certificates (a PKI made here would not be the one its clients trust).
@@ -35,8 +36,9 @@ server.on("connection", (s) => {
 server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
   process.send!({ port: (server.address() as { port: number }).port });
 });
-process.on("message", (m: { cmd?: string; q?: number }) => {
+process.on("message", (m: { cmd?: string; q?: number; gc?: boolean }) => {
   if (m.cmd === "stats") {
+    if (m.gc) fullGc(); // a settled reading (baseline, after)
     const u = process.cpuUsage();
     process.send!({
       q: m.q,
