@@ -57,6 +57,8 @@ export interface LoadOptions {
   fault: (ctx: FaultContext) => Promise<FaultWindow>;
   /** Handshakes after the fault at least (default 25% of `handshakes`). */
   minAfter?: number;
+  /** After the fault, the load goes on until a resumption succeeds, at most this long. Default 15 s. */
+  recoveryWaitMs?: number;
   /** A handshake not done by then is a failure (a hang), ms. Default 10 s. */
   handshakeTimeoutMs?: number;
   /** The whole run's bound, ms; then no new handshakes start. Default 10 minutes. */
@@ -112,6 +114,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const faultAtCount = Math.floor(o.handshakes * (o.faultAt ?? 0.35));
   const minAfter = o.minAfter ?? Math.floor(o.handshakes * 0.25);
   const hsTimeout = o.handshakeTimeoutMs ?? 10_000;
+  const recoveryWaitMs = o.recoveryWaitMs ?? 15_000;
   const reserveSize = o.reserve ?? 64;
   const t0 = performance.now();
   const deadline = t0 + (o.deadlineMs ?? 600_000);
@@ -283,7 +286,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         faultDone &&
         seq >= o.handshakes &&
         afterCount >= minAfter &&
-        reserve.length === 0
+        reserve.length === 0 &&
+        // Load goes on until resumption is back, for at most recoveryWaitMs after the fault.
+        (recovered || performance.now() - (window?.endMs ?? 0) > recoveryWaitMs)
       ) {
         return;
       }
