@@ -8,6 +8,12 @@ import net from "node:net";
 const port = Number(process.argv[2]);
 const tricklers = Number(process.argv[3]);
 const silent = Number(process.argv[4]);
+/**
+ * Most connections opened per 10 ms tick: the population over one helloTimeout (argv[5], ms), so
+ * the first ones' deadlines are spread over a whole timeout and the load stays steady afterwards
+ * instead of closing and reopening in synchronised waves.
+ */
+const perTick = Math.max(1, Math.ceil(((tricklers + silent) * 10) / Number(process.argv[5] ?? 1000)));
 
 interface Slow {
   sock: net.Socket;
@@ -55,9 +61,9 @@ function openOne(trickle: boolean): void {
   });
 }
 
-/** Opens up to 100 connections per 10 ms tick (the listen backlog is not flooded). */
+/** Opens up to perTick connections per 10 ms tick (nor is the listen backlog flooded). */
 function pump(): void {
-  let budget = 100;
+  let budget = perTick;
   while (budget-- > 0 && (openTrickle < tricklers || openSilent < silent) && holding) {
     openOne(openTrickle < tricklers && (openTrickle <= openSilent || openSilent >= silent));
   }

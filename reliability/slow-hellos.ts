@@ -175,7 +175,11 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
     const cpuUnloaded = base.cpu - cpuBefore.cpu;
     log(`unloaded: ${unloaded.resumed} resumed in ${seconds} s; server rss ${mib(base.rss)} MiB`);
 
-    clients = child("slow-hellos-clients.ts", [String(port), String(tricklers), String(silent)], 10);
+    clients = child(
+      "slow-hellos-clients.ts",
+      [String(port), String(tricklers), String(silent), String(helloTimeout)],
+      10,
+    );
     const finished = new Promise<{
       lifetimes: { trickle: number[]; silent: number[] };
       opened: number;
@@ -193,7 +197,7 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
     for (;;) {
       const st = await ask(clients, { cmd: "status" });
       if (st.open >= (tricklers + silent) * 0.95) break;
-      if (performance.now() - rampStart > 30_000) {
+      if (performance.now() - rampStart > 30_000 + helloTimeout) {
         failures.push(`population reached only ${st.open} of ${tricklers + silent} in 30 s`);
         break;
       }
