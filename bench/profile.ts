@@ -1,4 +1,4 @@
-// `npm run profile -- <variant|all> [--kind K] [--seconds S] [--frequency HZ]`: where a server's
+// `npm run profile -- <variant|all> [--kind K] [--seconds S] [--rounds R] [--frequency HZ]`: where a server's
 // CPU goes per handshake. The server runs in its own process with --perf-basic-prof (so perf can
 // name JIT-compiled JavaScript); `perf record -g` samples it while `openssl s_time` drives it, and
 // each sample is charged to the innermost frame of its stack that belongs to a known layer:
@@ -55,7 +55,7 @@ type Layer = (typeof LAYERS)[number];
 
 /** The table `all` makes: each kind with sesscache and the baselines it is measured against. */
 const MATRIX: { kind: Kind; variants: Variant[] }[] = [
-  { kind: "tls12-resumed", variants: ["sesscache", "map"] },
+  { kind: "tls12-resumed", variants: ["sesscache", "sesscache-tls12-only", "map"] },
   { kind: "tls13-resumed", variants: ["sesscache", "node-tickets", "sesscache-redis"] },
   { kind: "tls13-full", variants: ["sesscache", "map", "bare"] },
   { kind: "tls12-full", variants: ["sesscache", "map", "bare"] },
@@ -315,6 +315,12 @@ function perHandshake(p: Profile): Record<Layer, number> & { total: number } {
   return out;
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 function option(args: string[], name: string, dflt: number): number {
   const i = args.indexOf(name);
   const v = i >= 0 ? Number(args[i + 1]) : dflt;
@@ -322,14 +328,22 @@ function option(args: string[], name: string, dflt: number): number {
   return v;
 }
 
-const VARIANTS: Variant[] = ["sesscache", "map", "node-tickets", "bare", "node-callbacks", "sesscache-redis"];
+const VARIANTS: Variant[] = [
+  "sesscache",
+  "sesscache-tls12-only",
+  "map",
+  "node-tickets",
+  "bare",
+  "node-callbacks",
+  "sesscache-redis",
+];
 const KINDS: Kind[] = ["tls12-resumed", "tls13-resumed", "tls12-full", "tls13-full"];
 
 export default async function profile(args: string[]): Promise<BenchResult> {
   const target = args[0];
   const usage =
     `usage: npm run profile -- <${VARIANTS.join("|")}|all> [--kind ${KINDS.join("|")}] ` +
-    "[--seconds S] [--frequency HZ]";
+    "[--seconds S] [--rounds R] [--frequency HZ]";
   if (!target || !(target === "all" || VARIANTS.includes(target as Variant))) throw new Error(usage);
   if (spawnSync("perf", ["--version"], { stdio: "ignore" }).status !== 0) {
     throw new Error("the profile needs Linux perf (apt-get install linux-perf)");
@@ -345,26 +359,41 @@ export default async function profile(args: string[]): Promise<BenchResult> {
       : (kind ? [kind] : KINDS).map((k) => ({ kind: k, variant: target as Variant }));
   let redis: RedisServer | undefined;
   if (runs.some((r) => r.variant === "sesscache-redis")) redis = await startRedis();
+  const rounds = Math.round(option(args, "--rounds", 1));
   const profiles: Profile[] = [];
   try {
-    for (const r of runs) {
-      process.stderr.write(`profiling ${r.variant} ${r.kind} for ${seconds} s...\n`);
-      profiles.push(await profileOne(r.variant, r.kind, seconds, frequency, redis?.url));
+    // Rounds go through every variant in turn, so a burst of load elsewhere weighs on all alike.
+    for (let round = 1; round <= rounds; round++) {
+      for (const r of round % 2 ? runs : [...runs].reverse()) {
+        process.stderr.write(
+          `round ${round}/${rounds}: profiling ${r.variant} ${r.kind} for ${seconds} s...\n`,
+        );
+        profiles.push(await profileOne(r.variant, r.kind, seconds, frequency, redis?.url));
+      }
     }
   } finally {
     await redis?.stop();
   }
-  const rows: BenchRow[] = profiles.map((p) => {
-    const us = perHandshake(p);
-    const row: BenchRow = { kind: p.kind, variant: p.variant, "µs/handshake": Number(us.total.toFixed(0)) };
-    for (const l of LAYERS) row[l] = Number(us[l].toFixed(0));
+  // Per variant and kind: the median over rounds of each figure.
+  const rows: BenchRow[] = runs.map((r) => {
+    const mine = profiles.filter((p) => p.variant === r.variant && p.kind === r.kind).map(perHandshake);
+    const row: BenchRow = {
+      kind: r.kind,
+      variant: r.variant,
+      "µs/handshake": Number(median(mine.map((u) => u.total)).toFixed(0)),
+    };
+    if (rounds > 1) {
+      const totals = mine.map((u) => u.total).sort((a, b) => a - b);
+      row.spread = `${totals[0].toFixed(0)}-${totals[totals.length - 1].toFixed(0)}`;
+    }
+    for (const l of LAYERS) row[l] = Number(median(mine.map((u) => u[l])).toFixed(0));
     return row;
   });
   return {
     title: "Server CPU per handshake by layer, µs (perf samples, innermost known frame)",
     rows,
     notes: [
-      `${seconds} s per variant after a 1 s warm-up, openssl s_time -www / (one connection at a time), ` +
+      `median of ${rounds} round(s), alternating order; ${seconds} s per variant after a 1 s warm-up, openssl s_time -www / (one connection at a time), ` +
         `perf record -F ${frequency} -g on the server process only`,
       "µs/handshake = server CPU time (getrusage) / handshakes; each layer's share is its share of samples",
       "layers: see the header of bench/profile.ts; 'other' is V8's runtime and JIT, libc and unnamed frames",
