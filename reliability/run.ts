@@ -30,6 +30,8 @@ const suites: Record<
       silent: f.silent,
       helloTimeout: f["hello-timeout"],
       seconds: f.seconds,
+      mode: f.churn ? "churn" : "hold",
+      pin: f.pin === 1,
       log,
     }),
   oversized: async (f, log) => (await import("./oversized.js")).oversized({ burst: f.burst, log }),
@@ -39,8 +41,14 @@ function parseFlags(args: string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (let i = 0; i < args.length; i++) {
     const m = /^--([a-z-]+)$/.exec(args[i]!);
+    if (!m) throw new Error(`bad flag near ${JSON.stringify(args[i])}`);
+    // A flag without a number (`--churn`, `--pin`) is a switch: 1.
+    if (args[i + 1] === undefined || args[i + 1]!.startsWith("--")) {
+      out[m[1]!] = 1;
+      continue;
+    }
     const v = Number(args[i + 1]);
-    if (!m || !Number.isFinite(v)) throw new Error(`bad flag near ${JSON.stringify(args[i])}`);
+    if (!Number.isFinite(v)) throw new Error(`bad flag near ${JSON.stringify(args[i])}`);
     out[m[1]!] = v;
     i++;
   }

@@ -2,7 +2,9 @@
 // a real ClientHello one byte per second and `silent` ones that send nothing, against 127.0.0.1:port.
 // Each connection's lifetime (TCP connect to close) is recorded. While "holding", every closed one
 // is replaced, so the population stays at its size; after "stop" the remaining ones are let run
-// out and the lifetimes are sent back. IPC: {cmd: "start", hello} / {cmd: "status"} / {cmd: "stop"}.
+// out and the lifetimes are sent back. With {hold: true} in "start", the population is opened once
+// (fast: 40 per 10 ms tick) and never replaced; the lifetimes are sent back once all are closed.
+// IPC: {cmd: "start", hello, hold?} / {cmd: "status"} / {cmd: "stop"}.
 import net from "node:net";
 
 const port = Number(process.argv[2]);
@@ -25,6 +27,8 @@ interface Slow {
 
 let hello = Buffer.alloc(0);
 let holding = false;
+/** Hold mode: open the population once, replace nothing. */
+let holdOnce = false;
 const open = new Set<Slow>();
 const lifetimes = { trickle: [] as number[], silent: [] as number[] };
 let opened = 0;
@@ -57,13 +61,14 @@ function openOne(trickle: boolean): void {
     else openSilent--;
     if (s.connectedAt > 0)
       (trickle ? lifetimes.trickle : lifetimes.silent).push(performance.now() - s.connectedAt);
-    if (!holding && open.size === 0 && openTrickle + openSilent === 0) finish();
+    if ((!holding || (holdOnce && opened >= tricklers + silent)) && openTrickle + openSilent === 0) finish();
   });
 }
 
 /** Opens up to perTick connections per 10 ms tick (nor is the listen backlog flooded). */
 function pump(): void {
-  let budget = perTick;
+  let budget = holdOnce ? 40 : perTick;
+  if (holdOnce && opened >= tricklers + silent) return;
   while (budget-- > 0 && (openTrickle < tricklers || openSilent < silent) && holding) {
     openOne(openTrickle < tricklers && (openTrickle <= openSilent || openSilent >= silent));
   }
@@ -72,7 +77,10 @@ function pump(): void {
 let pumpTimer: NodeJS.Timeout | undefined;
 let trickleTimer: NodeJS.Timeout | undefined;
 
+let finished = false;
 function finish(): void {
+  if (finished) return;
+  finished = true;
   clearInterval(pumpTimer);
   clearInterval(trickleTimer);
   process.send!({ done: true, lifetimes, opened, connectErrors, socketErrors, bytesSent }, () =>
@@ -80,9 +88,10 @@ function finish(): void {
   );
 }
 
-process.on("message", (m: { cmd: string; hello?: string; q?: number }) => {
+process.on("message", (m: { cmd: string; hello?: string; hold?: boolean; q?: number }) => {
   if (m.cmd === "start") {
     hello = Buffer.from(m.hello!, "base64");
+    holdOnce = m.hold === true;
     holding = true;
     pumpTimer = setInterval(pump, 10);
     // Every 100 ms a tenth of the tricklers sends its next byte: one byte per second each.
@@ -96,7 +105,15 @@ process.on("message", (m: { cmd: string; hello?: string; q?: number }) => {
       }
     }, 100);
   } else if (m.cmd === "status") {
-    process.send!({ q: m.q, open: open.size, opened, trickle: openTrickle, silent: openSilent });
+    process.send!({
+      q: m.q,
+      open: open.size,
+      opened,
+      trickle: openTrickle,
+      silent: openSilent,
+      bytesSent,
+      connectErrors,
+    });
   } else if (m.cmd === "stop") {
     holding = false;
     if (openTrickle + openSilent === 0) finish();

@@ -2,7 +2,9 @@
 // own): a Node TLS server with the adapter (helloTimeout, certificate and key files from argv) that answers every handshake
 // with one byte. Over IPC it says {port} once listening and answers {cmd: "stats"} with its RSS and
 // the adapter's counters, {cmd: "lifetimes"} with the lifetimes of the connections that sent
-// less than 16 bytes (the slow ones); {cmd: "exit"} closes it.
+// less than 128 bytes (the slow ones: a normal client's first flight is ~250-400 bytes, a trickler
+// sends one byte per second until helloTimeout), and the bytes read (all connections) for a cost per trickled
+// byte; {cmd: "exit"} closes it.
 import { readFileSync } from "node:fs";
 import tls from "node:tls";
 import { SessionCache } from "../src/engine/index.js";
@@ -23,28 +25,45 @@ server.on("tlsClientError", () => {});
 const cache = new SessionCache();
 const attached = attachSessionCache(server, cache, { helloTimeout, log: () => {} });
 let open = 0;
-/** Lifetimes (ms, accept to close) of connections that sent less than a ClientHello's header. */
+/** Open connections, and the bytes read by the closed ones: `bytesRead` in stats counts all bytes. */
+const sockets = new Set<import("node:net").Socket>();
+let closedBytes = 0;
+/** {cmd: "await-open", n}: answered once `n` connections are open (the runner waits on an event). */
+const waiters: { n: number; q: number }[] = [];
+/** Lifetimes (ms, accept to close) of connections that sent less than 128 bytes (the slow ones). */
 const slowLifetimes: number[] = [];
 server.on("connection", (s) => {
   open++;
+  sockets.add(s);
+  for (let i = waiters.length - 1; i >= 0; i--)
+    if (open >= waiters[i]!.n) process.send!({ q: waiters.splice(i, 1)[0]!.q, open });
   const t = performance.now();
   s.once("close", () => {
     open--;
-    if (s.bytesRead < 16) slowLifetimes.push(performance.now() - t);
+    sockets.delete(s);
+    closedBytes += s.bytesRead;
+    if (s.bytesRead < 128) slowLifetimes.push(performance.now() - t);
   });
 });
 server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, () => {
   process.send!({ port: (server.address() as { port: number }).port });
 });
-process.on("message", (m: { cmd?: string; q?: number; gc?: boolean }) => {
-  if (m.cmd === "stats") {
+process.on("message", (m: { cmd?: string; q?: number; gc?: boolean; n?: number }) => {
+  if (m.cmd === "await-open") {
+    if (open >= m.n!) process.send!({ q: m.q, open });
+    else waiters.push({ n: m.n!, q: m.q! });
+  } else if (m.cmd === "stats") {
     if (m.gc) fullGc(); // a settled reading (baseline, after)
     const u = process.cpuUsage();
+    let bytesRead = closedBytes;
+    for (const s of sockets) bytesRead += s.bytesRead;
     process.send!({
       q: m.q,
       cpu: u.user + u.system,
       rss: process.memoryUsage().rss,
+      heap: process.memoryUsage().heapUsed,
       open,
+      bytesRead,
       adapter: attached.stats(),
       cache: cache.stats(),
     });

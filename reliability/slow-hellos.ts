@@ -1,4 +1,4 @@
-// slow-hellos: a server with the adapter (its own process) holds `tricklers` clients sending their
+// slow-hellos, churn mode (`--churn`; the hold mode is slow-hellos-hold.ts): a server with the adapter (its own process) holds `tricklers` clients sending their
 // ClientHello one byte per second and `silent` ones sending nothing (another process; each closed
 // one is replaced while the load is held), while normal clients in this process keep resuming
 // (TLS 1.2 and 1.3, `concurrency` sequential loops). Checks: every slow connection is closed by
@@ -7,14 +7,12 @@
 // afterwards, the server's RSS under load stays within baseline + memoryBound and comes back to
 // baseline + 16 MiB once the slow clients are gone (baseline and after: after a full GC), and the
 // resumption rate under load is ≥ 90 % of the same loop's rate measured unloaded first.
-import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import net from "node:net";
-import { dirname, join } from "node:path";
-import tls from "node:tls";
-import { fileURLToPath } from "node:url";
 import { helloSweepPeriod } from "../src/server/hand-off.js";
 import { testPki } from "../test/support/certs.js";
+import { slowHellosHold } from "./slow-hellos-hold.js";
+import { ask, captureHello, child, resumeLoop } from "./slow-hellos-support.js";
 import { check, MiB, mib, percentile, type SuiteResult } from "./support.js";
 
 export interface SlowHellosOptions {
@@ -33,124 +31,18 @@ export interface SlowHellosOptions {
   /** Most the server's RSS may rise over its unloaded baseline under load (default 128 MiB). */
   memoryBoundMiB?: number;
   log?: (line: string) => void;
-}
-
-const here = dirname(fileURLToPath(import.meta.url));
-const HOST = "127.0.0.1";
-
-function child(file: string, args: string[], niceness = 0): ChildProcess {
-  const node = [process.execPath, "--import", "tsx", join(here, file), ...args];
-  const stdio: StdioOptions = ["ignore", "inherit", "inherit", "ipc"];
-  // The slow clients stand for machines elsewhere: their own CPU is not the server's cost, so they
-  // run at a lower priority than the server and the normal clients on this shared machine.
-  return niceness > 0
-    ? spawn("nice", ["-n", String(niceness), ...node], { stdio })
-    : spawn(node[0]!, node.slice(1), { stdio });
-}
-
-let asked = 0;
-/** One request/reply over IPC, matched by a sequence number (a sampler may be asking meanwhile). */
-// biome-ignore lint/suspicious/noExplicitAny: IPC replies are plain JSON
-function ask(p: ChildProcess, msg: object): Promise<any> {
-  const q = ++asked;
-  return new Promise((resolve) => {
-    const on = (m: { q?: number }) => {
-      if (m.q !== q) return;
-      p.off("message", on);
-      resolve(m);
-    };
-    p.on("message", on);
-    p.send({ ...msg, q });
-  });
-}
-
-/** The first flight of a real Node client (TLS 1.2 and 1.3 offered), read by a plain TCP server. */
-async function captureHello(): Promise<Buffer> {
-  const srv = net.createServer();
-  srv.listen(0, HOST);
-  await once(srv, "listening");
-  const got = new Promise<Buffer>((resolve) =>
-    srv.once("connection", (s) =>
-      s.once("data", (d: Buffer) => {
-        resolve(d);
-        s.destroy();
-      }),
-    ),
-  );
-  const c = tls.connect({
-    port: (srv.address() as net.AddressInfo).port,
-    host: HOST,
-    servername: "localhost",
-  });
-  c.on("error", () => {});
-  const hello = await got;
-  c.destroy();
-  srv.close();
-  return hello;
-}
-
-interface LoopResult {
-  resumed: number;
-  full: number;
-  failed: number;
-  seconds: number;
-}
-
-/** `concurrency` loops of sequential handshakes, each offering the session (ticket) it got last. */
-async function resumeLoop(
-  port: number,
-  ca: string,
-  seconds: number,
-  concurrency: number,
-): Promise<LoopResult> {
-  const r: LoopResult = { resumed: 0, full: 0, failed: 0, seconds };
-  const end = performance.now() + seconds * 1000;
-  const one = (version: "TLSv1.2" | "TLSv1.3", session: Buffer | undefined) =>
-    new Promise<{ reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
-      let latest: Buffer | undefined;
-      const s = tls.connect({
-        port,
-        host: HOST,
-        servername: "localhost",
-        ca,
-        session,
-        minVersion: version,
-        maxVersion: version,
-      });
-      const timer = setTimeout(() => s.destroy(new Error("timeout")), 10_000);
-      let reused = false;
-      s.on("session", (b: Buffer) => (latest = b));
-      s.once("secureConnect", () => (reused = s.isSessionReused()));
-      s.on("data", () => {});
-      s.once("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      s.once("close", () => {
-        clearTimeout(timer);
-        resolve({ reused, session: latest ?? (reused ? session : undefined) });
-      });
-    });
-  const worker = async (i: number) => {
-    const version = i % 2 === 0 ? "TLSv1.2" : "TLSv1.3";
-    let session: Buffer | undefined;
-    while (performance.now() < end) {
-      try {
-        const x = await one(version, session);
-        if (x.reused) r.resumed++;
-        else r.full++;
-        session = x.session;
-      } catch {
-        r.failed++;
-        session = undefined;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, (_, i) => worker(i)));
-  return r;
+  /**
+   * "hold" (default, slow-hellos-hold.ts): all slow connections opened first and held, unreplaced,
+   * through the windows. "churn": each closed one replaced at once, i.e. a connect flood of about
+   * population / helloTimeout new connections per second.
+   */
+  mode?: "hold" | "churn";
+  /** Pin (taskset) the server to CPU 0, the slow and the normal clients to CPU 1. */
+  pin?: boolean;
 }
 
 export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult> {
+  if ((o.mode ?? "hold") === "hold") return slowHellosHold(o);
   const tricklers = o.tricklers ?? 2000;
   const silent = o.silent ?? 2000;
   const helloTimeout = o.helloTimeout ?? 3000;
@@ -289,6 +181,7 @@ export async function slowHellos(o: SlowHellosOptions = {}): Promise<SuiteResult
       ok: failures.length === 0,
       failures,
       figures: {
+        mode: "churn",
         tricklers,
         silent,
         helloTimeoutMs: helloTimeout,
