@@ -73,6 +73,27 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
   let failedWhileDown = 0;
 
   const onSecure = (client: TLSSocket) => {
+    let header: Buffer | undefined;
+    if (options.proxyProtocol) {
+      header = encodeProxyV2(
+        {
+          sourceAddress: client.remoteAddress,
+          sourcePort: client.remotePort,
+          destAddress: client.localAddress,
+          destPort: client.localPort,
+        },
+        {
+          alpn: client.alpnProtocol,
+          authority: (client as TLSSocket & { servername?: string }).servername,
+        },
+      );
+      // No address (a client that resets right after its Finished makes getpeername fail) gives a
+      // LOCAL header, which tells the backend the bytes are ours: the client is gone, drop it.
+      if ((header[12]! & 0x0f) !== 1) {
+        client.destroy();
+        return;
+      }
+    }
     stats.connections++;
     stats.active++;
     const upstream = connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
@@ -94,23 +115,8 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
         failedWhileDown = 0;
       }
     });
-    if (options.proxyProtocol) {
-      // Written first, so nothing the client sends can precede it; a connecting socket holds it.
-      upstream.write(
-        encodeProxyV2(
-          {
-            sourceAddress: client.remoteAddress,
-            sourcePort: client.remotePort,
-            destAddress: client.localAddress,
-            destPort: client.localPort,
-          },
-          {
-            alpn: client.alpnProtocol,
-            authority: (client as TLSSocket & { servername?: string }).servername,
-          },
-        ),
-      );
-    }
+    // Written first, so nothing the client sends can precede it; a connecting socket holds it.
+    if (header) upstream.write(header);
     // pipe() pauses the source when the destination's write() returns false and resumes on 'drain',
     // and ends the destination when the source ends: a client FIN becomes the backend's, and the
     // backend's FIN becomes the client's close_notify + FIN. Both sockets are allowHalfOpen, so the

@@ -1,0 +1,123 @@
+// Security review of `serve --backend` (terminator.ts, proxy-protocol.ts): attacks a client can
+// make on the PROXY v2 header and on the forwarding, each against real sockets on 127.0.0.1.
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, createServer, connect as netConnect, type Server, type Socket } from "node:net";
+import { Duplex } from "node:stream";
+import { after, describe, test } from "node:test";
+import { connect as tlsConnect } from "node:tls";
+import { decodeProxyV2 } from "../src/cli/proxy-protocol.js";
+import { type ServeHandle, type ServeOptions, startServe } from "../src/cli/serve.js";
+import { testPki } from "./support/certs.js";
+
+const pki = testPki();
+const cleanups: (() => unknown)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+/** A backend that records everything each connection sends until it closes (end or reset). */
+async function recordingBackend(): Promise<{ port: number; received: Promise<Buffer>[] }> {
+  const received: Promise<Buffer>[] = [];
+  const open = new Set<Socket>();
+  const server: Server = createServer({ allowHalfOpen: true }, (s) => {
+    open.add(s);
+    const chunks: Buffer[] = [];
+    s.on("data", (d: Buffer) => chunks.push(d));
+    // Answers a clean end with its own, so a normal connection closes both ways.
+    s.once("end", () => s.end());
+    received.push(
+      new Promise((resolve) => {
+        s.once("close", () => {
+          open.delete(s);
+          resolve(Buffer.concat(chunks));
+        });
+      }),
+    );
+    s.on("error", () => {});
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  cleanups.push(() => {
+    for (const s of open) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as AddressInfo).port, received };
+}
+
+async function terminator(backendPort: number, extra: ServeOptions = {}): Promise<ServeHandle> {
+  const h = await startServe({
+    listen: "127.0.0.1:0",
+    cert: pki.certFile,
+    key: pki.keyFile,
+    backend: `127.0.0.1:${backendPort}`,
+    ...extra,
+  });
+  cleanups.push(() => h.close());
+  return h;
+}
+
+/**
+ * A TLS 1.3 client whose Finished, first application bytes and a TCP reset reach the server
+ * together: its TLS records go through a relay that sends the ClientHello at once and holds the
+ * rest until `payload` is written, then writes them all and resets the connection.
+ */
+async function finishedDataReset(port: number, payload: string): Promise<void> {
+  const raw = netConnect({ host: "127.0.0.1", port });
+  await once(raw, "connect");
+  raw.on("error", () => {});
+  const held: Buffer[] = [];
+  let writes = 0;
+  const relay = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      // The first write is the ClientHello; everything after it waits.
+      if (writes++ === 0) raw.write(chunk);
+      else held.push(chunk);
+      cb();
+    },
+  });
+  raw.on("data", (d) => relay.push(d));
+  const c = tlsConnect({ socket: relay, servername: "localhost", ca: pki.caCert, minVersion: "TLSv1.3" });
+  c.on("error", () => {});
+  await once(c, "secureConnect");
+  c.write(payload);
+  // Let the TLS layer hand the encrypted payload to the relay.
+  await new Promise((r) => setImmediate(r));
+  raw.write(Buffer.concat(held));
+  raw.resetAndDestroy();
+  await once(raw, "close");
+  c.destroy();
+}
+
+describe("review: serve --backend --proxy-protocol", { timeout: 60_000 }, () => {
+  test("a client that resets right after its Finished gets no LOCAL header in front of its bytes", async () => {
+    const b = await recordingBackend();
+    const h = await terminator(b.port, { proxyProtocol: true });
+    // The client runs in this process: its Finished, payload and reset all reach the kernel before
+    // the server reads any of them, so the server asks for the peer's address after the reset.
+    for (let i = 0; i < 3; i++) {
+      // Registered after the terminator's listener: it runs once that one has decided.
+      const secured = once(h.server, "secureConnection");
+      await finishedDataReset(h.port, `GET /admin HTTP/1.0\r\nX-Try: ${i}\r\n\r\n`);
+      await secured;
+    }
+    // Before the fix each went to the backend behind a LOCAL header ("use the connection's own
+    // addresses": the terminator's) followed by the client's request.
+    assert.equal(h.terminator!.stats().connections, 0);
+    // A normal client still gets through, behind a PROXY header naming it.
+    const c = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.caCert });
+    await once(c, "secureConnect");
+    const clientPort = c.localPort;
+    c.end("hello");
+    await once(c, "end");
+    c.destroy();
+    assert.equal(b.received.length, 1);
+    const bytes = await b.received[0]!;
+    const hdr = decodeProxyV2(bytes);
+    assert.ok(hdr);
+    assert.equal(hdr.command, "PROXY");
+    assert.equal(hdr.sourcePort, clientPort);
+    assert.equal(bytes.subarray(hdr.length).toString(), "hello");
+  });
+});
