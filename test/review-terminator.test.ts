@@ -121,3 +121,30 @@ describe("review: serve --backend --proxy-protocol", { timeout: 60_000 }, () => 
     assert.equal(bytes.subarray(hdr.length).toString(), "hello");
   });
 });
+
+describe("review: PROXY v2 TLVs", { timeout: 60_000 }, () => {
+  test("SNI and ALPN TLVs carry the bytes the client sent: long values, bytes over 0x7f, CR LF", async () => {
+    const b = await recordingBackend();
+    const alpn = `\u00e9${"p".repeat(253)}`; // 255 bytes in UTF-8
+    const h = await terminator(b.port, { proxyProtocol: true, alpn: [alpn, "h2"] });
+    const sni = `${"\u00e9".repeat(120)}a\r\nb`; // 244 bytes in UTF-8
+    const c = tlsConnect({
+      host: "127.0.0.1",
+      port: h.port,
+      servername: sni,
+      ca: pki.caCert,
+      checkServerIdentity: () => undefined,
+      ALPNProtocols: [alpn],
+    });
+    await once(c, "secureConnect");
+    c.end("payload");
+    await once(c, "end");
+    c.destroy();
+    const bytes = await b.received[0]!;
+    const hdr = decodeProxyV2(bytes);
+    assert.ok(hdr);
+    assert.deepEqual(hdr.tlvs.get(0x01), Buffer.from(alpn, "utf8"));
+    assert.deepEqual(hdr.tlvs.get(0x02), Buffer.from(sni, "utf8"));
+    assert.equal(bytes.subarray(hdr.length).toString(), "payload");
+  });
+});

@@ -80,7 +80,9 @@ function encodeTlvs(t: ProxyTlvs): Buffer {
   const parts: Buffer[] = [];
   const add = (type: number, value: string | false | null | undefined) => {
     if (!value) return;
-    const v = Buffer.from(value, "utf8");
+    // Node gives the SNI and ALPN names one character per wire byte (latin1): encoding them as
+    // UTF-8 would double-encode any byte over 0x7f, so the backend would not see what the client sent.
+    const v = Buffer.from(value, /^[\x00-\xff]*$/.test(value) ? "latin1" : "utf8");
     const h = Buffer.alloc(3);
     h[0] = type;
     h.writeUInt16BE(v.length, 1);
