@@ -218,6 +218,13 @@ function checkUrl(url: string, what: string): void {
     throw new CliError(`invalid --store: ${what === url ? "the Redis URL" : what} is not a valid URL`);
   }
   if (!u.hostname) throw new CliError("invalid --store: the Redis URL has no host");
+  // An '@' not taken as the end of user:password@ means a '/', '?' or '#' in the password ended the
+  // authority early: the password would be read as host, port and path, and shown as the target.
+  if (url.includes("@") && !u.username && !u.password) {
+    throw new CliError(
+      "invalid --store: the Redis URL has an '@' after its host; percent-encode / ? # in a password",
+    );
+  }
   if (u.port && !(Number(u.port) > 0 && Number(u.port) <= 65535)) {
     throw new CliError("invalid --store: the Redis port is out of range");
   }
