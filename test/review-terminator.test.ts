@@ -6,7 +6,7 @@ import { type AddressInfo, createServer, connect as netConnect, type Server, typ
 import { Duplex } from "node:stream";
 import { after, describe, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { decodeProxyV2 } from "../src/cli/proxy-protocol.js";
+import { decodeProxyV2, encodeProxyV2 } from "../src/cli/proxy-protocol.js";
 import { type ServeHandle, type ServeOptions, startServe } from "../src/cli/serve.js";
 import { testPki } from "./support/certs.js";
 
@@ -119,6 +119,33 @@ describe("review: serve --backend --proxy-protocol", { timeout: 60_000 }, () => 
     assert.equal(hdr.command, "PROXY");
     assert.equal(hdr.sourcePort, clientPort);
     assert.equal(bytes.subarray(hdr.length).toString(), "hello");
+  });
+});
+
+describe("review: a client's own PROXY header", { timeout: 60_000 }, () => {
+  test("a header the client sends first arrives after ours, as payload", async () => {
+    const b = await recordingBackend();
+    const h = await terminator(b.port, { proxyProtocol: true });
+    const forged = encodeProxyV2({
+      sourceAddress: "10.9.8.7",
+      sourcePort: 1,
+      destAddress: "10.0.0.1",
+      destPort: 443,
+    });
+    const c = tlsConnect({ host: "127.0.0.1", port: h.port, servername: "localhost", ca: pki.caCert });
+    // Queued before the handshake completes, so it is the first application data the server reads.
+    c.write(forged);
+    await once(c, "secureConnect");
+    const clientPort = c.localPort;
+    c.end();
+    await once(c, "end");
+    c.destroy();
+    const bytes = await b.received[0]!;
+    const ours = decodeProxyV2(bytes);
+    assert.ok(ours);
+    assert.equal(ours.sourceAddress, "127.0.0.1");
+    assert.equal(ours.sourcePort, clientPort);
+    assert.deepEqual(bytes.subarray(ours.length), forged);
   });
 });
 
