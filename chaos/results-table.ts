@@ -1,10 +1,10 @@
 // Prints the Markdown table of chaos/results/*.json (what `npm run chaos` wrote last), for
-// chaos/RESULTS.md: `node --import tsx chaos/results-table.ts`.
+// chaos/RESULTS.md: `node --import tsx chaos/results-table.ts [DIR]`.
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const dir = join(dirname(fileURLToPath(import.meta.url)), "results");
+const dir = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), "results");
 const order = [
   "baseline",
   "redis-kill",
@@ -28,13 +28,15 @@ const files = readdirSync(dir)
 interface Phase {
   attempts: number;
   resumed: number;
+  slow: number;
   p99Ms: number;
+  maxMs: number;
 }
 const share = (p: Phase) =>
   p.attempts ? `${((p.resumed / p.attempts) * 100).toFixed(1)}% (${p.resumed}/${p.attempts})` : "–";
 
 console.log(
-  "| scenario | load held | fault | failed | slow (> deadline + 20 ms) | resumed before / during / after | p99 before / during / after | recovery | command |",
+  "| scenario | load held | fault | failed | slow (> deadline + 20 ms): all (before / during / after) | resumed before / during / after | p99 (max) before / during / after | recovery | command |",
 );
 console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 for (const name of files) {
@@ -54,6 +56,6 @@ for (const name of files) {
       ? "none"
       : `${Math.round(r.recoveryMs)} ms`;
   console.log(
-    `| ${name} | ${r.total.handshakes} handshakes at concurrency ${j.options.concurrency}, ${j.setup} | ${r.window.fault} | ${failed} | ${r.total.slow} | ${share(ph.before)} / ${share(ph.during)} / ${share(ph.after)} | ${ph.before.p99Ms} / ${ph.during.p99Ms} / ${ph.after.p99Ms} ms | ${recovery} | \`${j.command}\` |`,
+    `| ${name} | ${r.total.handshakes} handshakes at concurrency ${j.options.concurrency}, ${j.setup} | ${r.window.fault} | ${failed} | ${r.total.slow} (${ph.before.slow} / ${ph.during.slow} / ${ph.after.slow}) | ${share(ph.before)} / ${share(ph.during)} / ${share(ph.after)} | ${ph.before.p99Ms} (${ph.before.maxMs}) / ${ph.during.p99Ms} (${ph.during.maxMs}) / ${ph.after.p99Ms} (${ph.after.maxMs}) ms | ${recovery} | \`${j.command}\` |`,
   );
 }
