@@ -17,7 +17,9 @@ after(async () => {
 });
 
 /** A backend that records everything each connection sends until it closes (end or reset). */
-async function recordingBackend(): Promise<{ port: number; received: Promise<Buffer>[] }> {
+async function recordingBackend(
+  opts: { endOnEnd?: boolean } = {},
+): Promise<{ port: number; received: Promise<Buffer>[] }> {
   const received: Promise<Buffer>[] = [];
   const open = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true }, (s) => {
@@ -25,7 +27,7 @@ async function recordingBackend(): Promise<{ port: number; received: Promise<Buf
     const chunks: Buffer[] = [];
     s.on("data", (d: Buffer) => chunks.push(d));
     // Answers a clean end with its own, so a normal connection closes both ways.
-    s.once("end", () => s.end());
+    if (opts.endOnEnd !== false) s.once("end", () => s.end());
     received.push(
       new Promise((resolve) => {
         s.once("close", () => {
@@ -119,6 +121,23 @@ describe("review: serve --backend --proxy-protocol", { timeout: 60_000 }, () => 
     assert.equal(hdr.command, "PROXY");
     assert.equal(hdr.sourcePort, clientPort);
     assert.equal(bytes.subarray(hdr.length).toString(), "hello");
+  });
+});
+
+describe("review: serve --backend, a client reset before its handshake is read", { timeout: 60_000 }, () => {
+  test("holds no backend connection open (Node reads that reset as a clean end)", async () => {
+    // A backend that, like many, keeps its half open after the client's end until it is closed.
+    const b = await recordingBackend({ endOnEnd: false });
+    const h = await terminator(b.port);
+    for (let i = 0; i < 3; i++) {
+      const secured = once(h.server, "secureConnection");
+      await finishedDataReset(h.port, `GET / HTTP/1.0\r\nX-Try: ${i}\r\n\r\n`);
+      await secured;
+    }
+    // Before the fix each such client was forwarded, seen as a half-close, and the pair stayed open
+    // until the backend closed: fds held for a client that keeps nothing itself.
+    assert.equal(h.terminator!.stats().connections, 0);
+    assert.equal(h.terminator!.connections().length, 0);
   });
 });
 

@@ -73,6 +73,13 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
   let failedWhileDown = 0;
 
   const onSecure = (client: TLSSocket) => {
+    // A client that reset right after its Finished is gone before we look (getpeername fails). Node
+    // reads such a reset as a clean end once a ticket write failed unseen: forwarded, it would be a
+    // half-close holding its backend connection until the backend closes. Drop it.
+    if (client.remoteAddress === undefined) {
+      client.destroy();
+      return;
+    }
     let header: Buffer | undefined;
     if (options.proxyProtocol) {
       header = encodeProxyV2(
@@ -87,8 +94,7 @@ export function attachTerminator(server: TlsServer, options: TerminatorOptions):
           authority: (client as TLSSocket & { servername?: string }).servername,
         },
       );
-      // No address (a client that resets right after its Finished makes getpeername fail) gives a
-      // LOCAL header, which tells the backend the bytes are ours: the client is gone, drop it.
+      // A LOCAL header (no usable address) would tell the backend the bytes are ours: drop it.
       if ((header[12]! & 0x0f) !== 1) {
         client.destroy();
         return;
