@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { generateSealKey } from "../src/stores/index.js";
 import { type RedisServer, redisSkipReason, startRedis } from "../test/support/redis.js";
 import type { BenchResult, BenchRow } from "./run.js";
+import { treeCpuSeconds } from "./terminator-servers.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
@@ -104,6 +105,8 @@ process.on("exit", () => {
 interface Serve {
   variant: Variant;
   port: number;
+  /** The serve process (with --workers, the primary: its tree holds the workers). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -168,7 +171,7 @@ async function startServe(
         reject(new Error(`serve (${variant.name}) exited (${code ?? signal}) before listening: ${stderr}`));
       });
     });
-    return { variant, port, stop };
+    return { variant, port, pid: child.pid ?? 0, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -265,6 +268,8 @@ interface Sample {
   full: number;
   /** Redis commands per resumed connection during the run (redis variants only). */
   redisPerConn: number | null;
+  /** Resumed handshakes per CPU second of the serve process tree (workers included; Redis not). */
+  cpuRate: number;
 }
 
 export default async function storesHandshake(argv: string[]): Promise<BenchResult> {
@@ -285,10 +290,13 @@ export default async function storesHandshake(argv: string[]): Promise<BenchResu
 
     const measure = async (s: Serve, protocol: Protocol, secs: number): Promise<Sample> => {
       const before = s.variant.redis && redis ? await redisCommands(redis) : 0;
+      const cpu0 = treeCpuSeconds(s.pid);
       const r = await drive(s.port, protocol, secs, clients);
+      const cpu = treeCpuSeconds(s.pid) - cpu0;
       const after = s.variant.redis && redis ? await redisCommands(redis) : 0;
       return {
         ...r,
+        cpuRate: cpu > 0 ? r.resumed / cpu : 0,
         // Minus the INFO command itself.
         redisPerConn:
           s.variant.redis && r.resumed + r.full > 0 ? (after - before - 1) / (r.resumed + r.full) : null,
@@ -324,6 +332,8 @@ export default async function storesHandshake(argv: string[]): Promise<BenchResu
   const notes: string[] = [];
   const medianRate = (p: Protocol, v: VariantName) =>
     median((samples.get(key(p, v)) ?? []).map((s) => s.rate));
+  const medianCpuRate = (p: Protocol, v: VariantName) =>
+    median((samples.get(key(p, v)) ?? []).map((s) => s.cpuRate));
   for (const protocol of PROTOCOLS) {
     for (const v of VARIANTS) {
       const ss = samples.get(key(protocol, v.name)) ?? [];
@@ -331,11 +341,17 @@ export default async function storesHandshake(argv: string[]): Promise<BenchResu
       const resumed = ss.reduce((a, s) => a + s.resumed, 0);
       const full = ss.reduce((a, s) => a + s.full, 0);
       const rate = median(rates);
+      const cpuRate = median(ss.map((s) => s.cpuRate));
       let ratio: number | null = null;
+      let cpuRatio: number | null = null;
       let perRound = "";
+      let cpuPerRound = "";
       if (v.versus) {
         const base = samples.get(key(protocol, v.versus.name)) ?? [];
         ratio = rate / medianRate(protocol, v.versus.name);
+        cpuRatio = cpuRate / medianCpuRate(protocol, v.versus.name);
+        const cs = ss.map((s, i) => s.cpuRate / (base[i]?.cpuRate ?? Number.NaN));
+        cpuPerRound = `${Math.min(...cs).toFixed(2)}-${Math.max(...cs).toFixed(2)}`;
         const rs = ss.map((s, i) => s.rate / (base[i]?.rate ?? Number.NaN));
         perRound = `${Math.min(...rs).toFixed(2)}-${Math.max(...rs).toFixed(2)}`;
       }
@@ -346,26 +362,30 @@ export default async function storesHandshake(argv: string[]): Promise<BenchResu
         server: v.description,
         "resumed/s": Math.round(rate),
         "min-max": `${Math.round(Math.min(...rates))}-${Math.round(Math.max(...rates))}`,
+        "resumed/CPU-s": Math.round(cpuRate),
         "resumed %": resumed + full > 0 ? Number(((100 * resumed) / (resumed + full)).toFixed(2)) : null,
         vs: v.versus?.name ?? "",
-        ratio: ratio === null ? "" : ratio.toFixed(3),
-        "ratio per round": perRound,
+        "ratio /CPU-s": cpuRatio === null ? "" : cpuRatio.toFixed(3),
+        "per round /CPU-s": cpuPerRound,
+        "ratio wall": ratio === null ? "" : ratio.toFixed(3),
+        "per round wall": perRound,
         target: v.versus?.target == null ? "" : `>= ${v.versus.target.toFixed(2)}`,
         "redis cmds/conn": redisPer.length ? median(redisPer).toFixed(2) : "",
       });
       if (v.versus) {
         const t = v.versus.target;
         notes.push(
-          `${protocol}: ${v.versus.label} = ${ratio?.toFixed(3)}` +
+          `${protocol}: ${v.versus.label} = ${cpuRatio?.toFixed(3)} per serve CPU second, ${ratio?.toFixed(3)} wall` +
             (t === null
               ? " (reported, no target)"
-              : ` (target >= ${t.toFixed(2)}: ${ratio !== null && ratio >= t ? "MET" : "NOT MET"})`),
+              : ` (target >= ${t.toFixed(2)} per CPU second: ${cpuRatio !== null && cpuRatio >= t ? "MET" : "NOT MET"})`),
         );
       }
     }
   }
   notes.push(
     `${rounds} rounds x ${seconds} s per variant and protocol, ${clients} concurrent s_time client(s) each, order rotated per round; medians over rounds.`,
+    `Resumed/CPU-s = resumed connections / CPU seconds (utime + stime, /proc) of the serve process and its workers over the run: the server's cost, which Redis, the client and the machine's other load do not enter (Redis's own CPU is not counted).`,
     `Resumed/s = resumed connections / wall time of s_time's timed loop (one connection at a time per client: latency-bound, so 2 workers cannot show more capacity than the clients ask for).`,
     `"redis cmds/conn" = Redis commands processed per connection during the run (INFO stats delta).`,
     `Machine: ${cpus().length} x ${cpus()[0]?.model ?? "?"}; load average (1/5/15 min) ${loadBefore.map((l) => l.toFixed(2)).join("/")} before, ${loadAfter.map((l) => l.toFixed(2)).join("/")} after.`,
