@@ -11,6 +11,22 @@ import { baseChecks, type HandshakeRecord, runLoad, type Scenario } from "./driv
 import { sleep } from "./redis-faults.js";
 import { fetchStats, type ServeProcess, startServe, storeSide } from "./serve-process.js";
 
+/**
+ * The `serve` workers among the children of `pid` (Linux /proc): cluster.fork() gives them the
+ * primary's argv. Other children are not workers: tsx starts esbuild's service process when its
+ * transform cache is cold (a fresh clone), and killing that one would test nothing.
+ */
+export function workerPids(pid: number): number[] {
+  return childPids(pid).filter((child) => {
+    try {
+      const argv = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0");
+      return argv.includes("serve") && !argv.some((a) => a.includes("esbuild"));
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+}
+
 /** Pids whose parent is `pid` (Linux /proc). */
 export function childPids(pid: number): number[] {
   const out: number[] = [];
@@ -74,7 +90,8 @@ const workersKill: Scenario = {
         deadlineMs: o.deadlineMs,
         probeWorker: true,
         async fault(ctx) {
-          const before = childPids(serve.pid);
+          const before = workerPids(serve.pid);
+          if (before.length === 0) throw new Error(`no serve worker among the children of ${serve.pid}`);
           victim = before[0]!;
           const seen = serve.waitForLog(/exited \(SIGKILL\)/);
           killAbs = ctx.now();
