@@ -55,3 +55,25 @@ describe("review: /stats and the page show no store password", { timeout: 60_000
     }
   });
 });
+
+describe("review: a redis-cluster:// password holding ','", () => {
+  test("stays whole: every seed carries it, and the target shown holds none of it", async () => {
+    const { describeTarget, parseStoreConfig } = await import("../src/cli/serve-store.js");
+    const config = parseStoreConfig({
+      store: "redis-cluster://default:xq,zzpw@127.0.0.1:7000,127.0.0.1:7001",
+      storePlaintext: true,
+    });
+    assert.equal(config?.kind, "redis-cluster");
+    const seeds = config?.seeds ?? [];
+    // Split on every "," this made three seeds: "redis://default:xq" was refused or shown.
+    assert.equal(seeds.length, 2);
+    for (const s of seeds) {
+      const u = new URL(s);
+      assert.equal(u.username, "default");
+      assert.equal(decodeURIComponent(u.password), "xq,zzpw");
+    }
+    const target = describeTarget(config!) ?? "";
+    assert.equal(target, "redis://127.0.0.1:7000,redis://127.0.0.1:7001");
+    assert.ok(!target.includes("xq") && !target.includes("zzpw") && !target.includes("default"));
+  });
+});

@@ -97,11 +97,16 @@ export function parseStoreConfig(
   } else if (lower.startsWith("redis-cluster://") || lower.startsWith("rediss-cluster://")) {
     const tls = lower.startsWith("rediss-");
     const rest = spec.slice(spec.indexOf("://") + 3);
+    // user:password@ comes first and applies to every seed. Split the hosts after the last '@', so
+    // a ',' in the password cannot cut it into "seeds" (whose host and port /stats would show).
+    const at = rest.lastIndexOf("@");
+    const credentials = at >= 0 ? rest.slice(0, at + 1) : "";
     const seeds = rest
+      .slice(at + 1)
       .split(",")
       .map((s) => s.trim())
       .filter((s) => s.length > 0)
-      .map((s) => `${tls ? "rediss" : "redis"}://${s}`);
+      .map((s) => `${tls ? "rediss" : "redis"}://${credentials}${s}`);
     if (seeds.length === 0) throw new CliError("--store redis-cluster:// needs at least one host:port seed");
     for (const s of seeds) checkUrl(s, "a redis-cluster:// seed");
     config = { kind: "redis-cluster", seeds, keys, plaintext };
