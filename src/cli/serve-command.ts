@@ -95,7 +95,8 @@ export function register(program: Command): void {
       "--store <store>",
       "share sessions through a store: memory, cluster (between --workers), redis://HOST:PORT[/DB], " +
         "rediss://HOST:PORT (TLS), or a Redis Cluster as redis-cluster://HOST:PORT,HOST:PORT,... " +
-        "(rediss-cluster:// for TLS, see --store-tls-ca); URLs may carry user:password@ " +
+        "(rediss-cluster:// for TLS, see --store-tls-ca); URLs may carry user:password@ (for a cluster, " +
+        "once, before the first host; percent-encode / ? # in a password) " +
         "(default: none; cluster with --workers > 1)",
     )
     .addOption(
