@@ -33,9 +33,14 @@ export type Variant =
   | "node-callbacks";
 
 /** A server answering one small page per connection, set up as the variant says. */
-export async function startServer(
-  variant: Variant,
-): Promise<{ port: number; handshakes(): number; close(): Promise<void> }> {
+/** A server a bench child runs. */
+export interface BenchServer {
+  port: number;
+  handshakes(): number;
+  close(): Promise<void>;
+}
+
+export async function startServer(variant: Variant): Promise<BenchServer> {
   const pki = testPki();
   const stateful = variant === "sesscache" || variant === "sesscache-tls12-only" || variant === "map";
   const server = tls.createServer(
@@ -167,17 +172,21 @@ function median(xs: number[]): number {
 
 // ---- the server child ----------------------------------------------------------------------------
 
-const CHILD_ENV = "SESSCACHE_BENCH_SERVER";
+/** The variant a bench child serves (handshake.ts and profile.ts children alike). */
+export const CHILD_ENV = "SESSCACHE_BENCH_SERVER";
 
 type ToChild = { cmd: "start" } | { cmd: "stop" };
 type FromChild = { port: number } | { cpuMicros: number; handshakes: number };
 
-/** Child mode: serve one variant, report CPU used and handshakes done between start and stop. */
-async function serveInChild(variant: Variant): Promise<void> {
+/**
+ * Child mode: serve what `start` gives, report the CPU used and handshakes done between the parent's
+ * start and stop messages. bench/profile.ts runs its servers the same way.
+ */
+export async function serveInChild(start: () => Promise<BenchServer>): Promise<void> {
   // tsx turns source maps on; a deployed server (dist/) runs without them, and with them every
   // Error whose stack Node reads (one ECONNRESET per s_time connection) costs a source-map walk.
   process.setSourceMapsEnabled(false);
-  const srv = await startServer(variant);
+  const srv = await start();
   let cpu0 = process.cpuUsage();
   let hs0 = 0;
   process.on("message", (m: ToChild) => {
@@ -197,23 +206,30 @@ async function serveInChild(variant: Variant): Promise<void> {
   process.send!({ port: srv.port });
 }
 
-if (process.env[CHILD_ENV]) await serveInChild(process.env[CHILD_ENV] as Variant);
+// Only as the forked child itself: profile.ts's children import this file with the same variable set.
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.env[CHILD_ENV]) {
+  await serveInChild(() => startServer(process.env[CHILD_ENV] as Variant));
+}
 
-class ServerChild {
+/** A bench server in its own process: `module` run with `env` must call serveInChild. */
+export class ServerChild {
   private constructor(
     readonly child: ChildProcess,
     readonly port: number,
   ) {}
 
-  static async start(variant: Variant): Promise<ServerChild> {
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      execArgv: ["--import", "tsx", "--expose-gc"],
-      env: { ...process.env, [CHILD_ENV]: variant },
+  static async start(
+    variant: string,
+    child: { module?: string; env?: NodeJS.ProcessEnv; execArgv?: string[] } = {},
+  ): Promise<ServerChild> {
+    const proc = fork(child.module ?? fileURLToPath(import.meta.url), [], {
+      execArgv: ["--import", "tsx", "--expose-gc", ...(child.execArgv ?? [])],
+      env: { ...process.env, [CHILD_ENV]: variant, ...child.env },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
-    const [msg] = (await once(child, "message")) as [FromChild];
+    const [msg] = (await once(proc, "message")) as [FromChild];
     if (!("port" in msg)) throw new Error("bench server child did not report its port");
-    return new ServerChild(child, msg.port);
+    return new ServerChild(proc, msg.port);
   }
 
   async ask<T>(m: ToChild): Promise<T> {

@@ -19,7 +19,7 @@
 // the layer's share of samples, divided by the handshakes completed in the window.
 // A JavaScript --cpu-prof would mislead here (see issue 13): it shows OpenSSL's work as the self
 // time of whatever JavaScript frame called into C++.
-import { type ChildProcess, fork, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import type { AddressInfo, Socket } from "node:net";
@@ -33,7 +33,14 @@ import { externalCache, generateSealKey, RedisStore } from "../src/stores/index.
 import { testPki } from "../test/support/certs.js";
 import { type RedisServer, startRedis } from "../test/support/redis.js";
 import { sTime, type TlsVersion } from "../test/support/tls-peers.js";
-import { type Variant as HandshakeVariant, startServer } from "./handshake.js";
+import {
+  type BenchServer,
+  CHILD_ENV,
+  type Variant as HandshakeVariant,
+  ServerChild,
+  serveInChild,
+  startServer,
+} from "./handshake.js";
 import type { BenchResult, BenchRow } from "./run.js";
 
 type Variant = HandshakeVariant | "sesscache-redis";
@@ -65,16 +72,8 @@ const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 // ---- the server child ------------------------------------------------------------------------------
 
-const CHILD_ENV = "SESSCACHE_PROFILE_SERVER";
-
-interface Server {
-  port: number;
-  handshakes(): number;
-  close(): Promise<void>;
-}
-
 /** sesscache with a sealed Redis store behind it, as `serve --store redis://` wires it. */
-async function startRedisServer(redisUrl: string): Promise<Server> {
+async function startRedisServer(redisUrl: string): Promise<BenchServer> {
   const pki = testPki();
   const store = new RedisStore({ url: redisUrl, keys: [generateSealKey()] });
   await store.ready(5000);
@@ -111,31 +110,15 @@ async function startRedisServer(redisUrl: string): Promise<Server> {
   };
 }
 
-async function serveInChild(variant: Variant): Promise<void> {
-  // tsx turns source maps on; a deployed server (dist/) runs without them, and with them every
-  // Error whose stack Node reads (one ECONNRESET per s_time connection) costs a source-map walk.
-  process.setSourceMapsEnabled(false);
-  const srv =
+// This file is also the profiled server's child process (bench/handshake.ts's child protocol).
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.env[CHILD_ENV]) {
+  const variant = process.env[CHILD_ENV] as Variant;
+  await serveInChild(() =>
     variant === "sesscache-redis"
-      ? await startRedisServer(process.env.SESSCACHE_PROFILE_REDIS ?? "")
-      : await startServer(variant);
-  let cpu0 = process.cpuUsage();
-  let hs0 = 0;
-  process.on("message", (m: { cmd: string }) => {
-    if (m.cmd === "start") {
-      cpu0 = process.cpuUsage();
-      hs0 = srv.handshakes();
-      process.send!({ started: true });
-    } else if (m.cmd === "stop") {
-      const cpu = process.cpuUsage(cpu0);
-      process.send!({ cpuMicros: cpu.user + cpu.system, handshakes: srv.handshakes() - hs0 });
-    }
-  });
-  process.on("disconnect", () => void srv.close().finally(() => process.exit(0)));
-  process.send!({ port: srv.port });
+      ? startRedisServer(process.env.SESSCACHE_PROFILE_REDIS ?? "")
+      : startServer(variant),
+  );
 }
-
-if (process.env[CHILD_ENV]) await serveInChild(process.env[CHILD_ENV] as Variant);
 
 // ---- attributing samples ---------------------------------------------------------------------------
 
@@ -219,36 +202,6 @@ export function attribute(perfScript: string): { counts: Record<Layer, number>; 
 
 // ---- driving one variant ---------------------------------------------------------------------------
 
-class ServerChild {
-  private constructor(
-    readonly child: ChildProcess,
-    readonly port: number,
-  ) {}
-
-  static async start(variant: Variant, redisUrl: string | undefined): Promise<ServerChild> {
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      execArgv: ["--import", "tsx", "--perf-basic-prof"],
-      env: { ...process.env, [CHILD_ENV]: variant, SESSCACHE_PROFILE_REDIS: redisUrl ?? "" },
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    const [msg] = (await once(child, "message")) as [{ port?: number }];
-    if (msg.port === undefined) throw new Error("profile server child did not report its port");
-    return new ServerChild(child, msg.port);
-  }
-
-  async ask<T>(m: { cmd: string }): Promise<T> {
-    const reply = once(this.child, "message");
-    this.child.send(m);
-    return (await reply)[0] as T;
-  }
-
-  async stop(): Promise<void> {
-    const exited = once(this.child, "exit");
-    this.child.disconnect();
-    await exited;
-  }
-}
-
 interface Profile {
   variant: Variant;
   kind: Kind;
@@ -268,7 +221,11 @@ async function profileOne(
 ): Promise<Profile> {
   const version: TlsVersion = kind.startsWith("tls12") ? "1.2" : "1.3";
   const reuse = kind.endsWith("resumed");
-  const server = await ServerChild.start(variant, redisUrl);
+  const server = await ServerChild.start(variant, {
+    module: fileURLToPath(import.meta.url),
+    env: { SESSCACHE_PROFILE_REDIS: redisUrl ?? "" },
+    execArgv: ["--perf-basic-prof"],
+  });
   const dir = mkdtempSync(join(tmpdir(), "sesscache-profile-"));
   try {
     // Warm-up: JIT, first allocations, the store's connection.
