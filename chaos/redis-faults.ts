@@ -9,6 +9,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort, redisCli } from "../test/support/redis.js";
+
+// The same free-port and redis-cli helpers as the tests'.
+export { freePort, redisCli };
 
 export const HOST = "127.0.0.1";
 const live = new Set<ChildProcess>();
@@ -17,18 +21,6 @@ process.on("exit", () => {
 });
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function pingOnce(port: number, timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
@@ -51,14 +43,6 @@ function pingOnce(port: number, timeoutMs = 500): Promise<boolean> {
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((r) => child.once("exit", () => r()));
-}
-
-export function redisCli(port: number, ...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile("redis-cli", ["-h", HOST, "-p", String(port), ...args], { timeout: 30_000 }, (err, out, e) =>
-      err ? reject(new Error(`redis-cli ${args.join(" ")}: ${err.message} ${e}`)) : resolve(out),
-    );
-  });
 }
 
 export interface ChaosRedis {
