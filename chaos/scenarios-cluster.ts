@@ -32,6 +32,21 @@ const failover: Scenario = {
           const primaries = await cluster.primaryPorts();
           victimPort = primaries[0]!;
           const victim = cluster.nodes.find((n) => n.port === victimPort)!;
+          // Redis replicates asynchronously: a failover loses what the replica had not received,
+          // and the reserve is the newest sessions. Let the replica reach the offset the primary
+          // has now (bounded), so "written before the failover" means on the replica too.
+          const offset = (info: string, field: string) =>
+            Number(new RegExp(`${field}:(\\d+)`).exec(info)?.[1] ?? -1);
+          const target = offset(await victim.cli("info", "replication"), "master_repl_offset");
+          const infos = await Promise.all(
+            cluster.nodes.map((n) => n.cli("info", "replication").catch(() => "")),
+          );
+          const replica = cluster.nodes[infos.findIndex((i) => i.includes(`master_port:${victimPort}`))];
+          const synced = Date.now() + 5000;
+          while (replica && Date.now() < synced) {
+            if (offset(await replica.cli("info", "replication"), "slave_repl_offset") >= target) break;
+            await sleep(10);
+          }
           const startMs = ctx.now();
           await victim.kill();
           const others = cluster.nodes.filter((n) => n !== victim);
