@@ -33,15 +33,9 @@ import { externalCache, generateSealKey, RedisStore } from "../src/stores/index.
 import { testPki } from "../test/support/certs.js";
 import { type RedisServer, startRedis } from "../test/support/redis.js";
 import { sTime, type TlsVersion } from "../test/support/tls-peers.js";
-import {
-  type BenchServer,
-  CHILD_ENV,
-  type Variant as HandshakeVariant,
-  ServerChild,
-  serveInChild,
-  startServer,
-} from "./handshake.js";
+import { type Variant as HandshakeVariant, startServer } from "./handshake.js";
 import type { BenchResult, BenchRow } from "./run.js";
+import { type BenchServer, CHILD_ENV, pinClientSide, ServerChild, serveInChild } from "./server-child.js";
 
 type Variant = HandshakeVariant | "sesscache-redis";
 type Kind = "tls12-resumed" | "tls13-resumed" | "tls12-full" | "tls13-full";
@@ -306,6 +300,7 @@ export default async function profile(args: string[]): Promise<BenchResult> {
     throw new Error("the profile needs Linux perf (apt-get install linux-perf)");
   }
   const seconds = Math.round(option(args, "--seconds", 5));
+  pinClientSide(); // s_time and perf on one core, the server alone on the other
   const frequency = Math.round(option(args, "--frequency", 1999));
   const ki = args.indexOf("--kind");
   const kind = ki >= 0 ? (args[ki + 1] as Kind) : undefined;
