@@ -1,4 +1,4 @@
-// `npm run bench -- handshake [--rounds N] [--seconds S] [--procs P] [--only TEXT]` (default 7
+// `npm run bench -- handshake [--rounds N] [--seconds S] [--procs P] [--only TEXT] [--all]` (default 7
 // rounds of 1 s, 4 processes per server): handshakes per second of server CPU of a Node TLS server
 // with the sesscache server adapter against the baselines it must keep up with. Each server runs in
 // its own child process pinned to CPU 0, measured alone while one `openssl s_time` pinned to CPU 1
@@ -9,7 +9,7 @@
 //   1. TLS 1.2 resumed: sesscache vs a bare Map on newSession/resumeSession       target >= 0.97x
 //   2. TLS 1.3 resumed: sesscache stateful single-use tickets vs Node's stateless    target >= 0.95x
 //   3. full handshakes (TLS 1.3, and TLS 1.2): sesscache vs the Map server          target >= 0.97x
-//   4. full handshakes: with vs without anything attached                            reported
+//   4. full handshakes: with vs without anything attached (--all)                    reported
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
@@ -107,6 +107,8 @@ interface Comparison {
   baseline: Variant;
   /** null: a reference measurement, no target. */
   target: number | null;
+  /** Run only with --all (the profile's table answers it too). */
+  extra?: boolean;
 }
 
 const COMPARISONS: Comparison[] = [
@@ -129,6 +131,7 @@ const COMPARISONS: Comparison[] = [
   },
   {
     name: "TLS 1.3 resumed, Node's own share",
+    extra: true,
     version: "1.3",
     reuse: true,
     ours: "node-callbacks",
@@ -154,7 +157,15 @@ const COMPARISONS: Comparison[] = [
     baseline: "map",
     target: 0.97,
   },
-  { name: "TLS 1.3 full", version: "1.3", reuse: false, ours: "sesscache", baseline: "bare", target: null },
+  {
+    name: "TLS 1.3 full",
+    version: "1.3",
+    reuse: false,
+    ours: "sesscache",
+    baseline: "bare",
+    target: null,
+    extra: true,
+  },
   // The same server on both sides: how far from 1.000 the method itself strays on this machine.
   {
     name: "noise floor (bare vs bare, TLS 1.2 full)",
@@ -164,7 +175,15 @@ const COMPARISONS: Comparison[] = [
     baseline: "bare",
     target: null,
   },
-  { name: "TLS 1.2 full", version: "1.2", reuse: false, ours: "sesscache", baseline: "bare", target: null },
+  {
+    name: "TLS 1.2 full",
+    version: "1.2",
+    reuse: false,
+    ours: "sesscache",
+    baseline: "bare",
+    target: null,
+    extra: true,
+  },
 ];
 
 // Only as the forked child itself: profile.ts's children import this file with the same variable set.
@@ -185,7 +204,8 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
   const procs = Math.round(arg(args, "--procs", 4));
   const oi = args.indexOf("--only");
   const only = oi >= 0 ? args[oi + 1] : undefined;
-  const chosen = COMPARISONS.filter((c) => only === undefined || c.name.includes(only));
+  const all = args.includes("--all");
+  const chosen = COMPARISONS.filter((c) => (only === undefined ? all || !c.extra : c.name.includes(only)));
   if (chosen.length === 0) throw new Error(`no comparison's name contains ${JSON.stringify(only)}`);
   pinClientSide();
   const module = fileURLToPath(import.meta.url);
