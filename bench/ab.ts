@@ -1,83 +1,98 @@
 // `npm run bench -- ab --base REF [--variant V] [--version 1.2|1.3] [--full] [--rounds N]
 // [--seconds S] [--procs P]`: one change measured alone. The same bench server variant (handshake.ts)
-// from this working tree ("after") and from git REF ("before", checked out in a temporary worktree
-// sharing this node_modules) is measured in one alternating run, one server at a time on a pinned
-// core (server-child.ts). The ratio is before's CPU per handshake over after's: above 1, the change
-// made handshakes cheaper.
+// runs on this working tree's src/ ("after") and on git REF's src/ ("before", checked out in a
+// temporary worktree sharing this node_modules, with this tree's bench harness copied in so only
+// src/ differs), in one alternating run, one server at a time on a pinned core (measure.ts). The
+// ratio is before's CPU per handshake over after's: above 1, the change made handshakes cheaper.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { TlsVersion } from "../test/support/tls-peers.js";
+import { choiceOption, countOption, option } from "./args.js";
+import { VARIANTS } from "./handshake.js";
+import { median, pairedRounds, spread } from "./measure.js";
 import type { BenchResult } from "./run.js";
-import { median, pairedRounds, pinClientSide, pinning, ServerChild, spread } from "./server-child.js";
+import { pinClientSide, pinning, ServerChild } from "./server-child.js";
 
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  if (i < 0) return undefined;
-  const v = args[i + 1];
-  if (v === undefined || v.startsWith("--")) throw new Error(`${name} needs a value`);
-  return v;
-}
+/** The bench files the "before" tree gets from this one (the server and how it is measured). */
+const HARNESS = ["handshake.ts", "tls-bench-server.ts", "server-child.ts", "measure.ts", "args.ts", "run.ts"];
 
-function count(args: string[], name: string, dflt: number): number {
-  const s = option(args, name);
-  const v = s === undefined ? dflt : Number(s);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer`);
-  return v;
-}
+const USAGE = "usage: npm run bench -- ab --base GIT-REF [--variant V] [--version 1.2|1.3] [--full]";
 
 export default async function ab(args: string[]): Promise<BenchResult> {
   const base = option(args, "--base");
-  if (base === undefined)
-    throw new Error("usage: npm run bench -- ab --base GIT-REF [--variant V] [--version 1.2|1.3] [--full]");
-  const variant = option(args, "--variant") ?? "sesscache";
-  const version = (option(args, "--version") ?? "1.3") as TlsVersion;
-  if (version !== "1.2" && version !== "1.3") throw new Error("--version is 1.2 or 1.3");
+  if (base === undefined) throw new Error(USAGE);
+  const variant = choiceOption(args, "--variant", VARIANTS, "sesscache");
+  const version = choiceOption(args, "--version", ["1.2", "1.3"] as const, "1.3");
   const reuse = !args.includes("--full");
-  const rounds = count(args, "--rounds", 7);
-  const seconds = count(args, "--seconds", 1);
-  const procs = count(args, "--procs", 4);
-  const repo = dirname(dirname(fileURLToPath(import.meta.url)));
-  const commit = execFileSync("git", ["-C", repo, "rev-parse", "--verify", `${base}^{commit}`], {
-    encoding: "utf8",
-  }).trim();
-  const tree = join(mkdtempSync(join(tmpdir(), "sesscache-ab-")), "before");
-  execFileSync("git", ["-C", repo, "worktree", "add", "--detach", "-q", tree, commit]);
+  const rounds = countOption(args, "--rounds", 7);
+  const seconds = countOption(args, "--seconds", 1);
+  const procs = countOption(args, "--procs", 4);
+  const bench = dirname(fileURLToPath(import.meta.url));
+  const repo = dirname(bench);
+  const git = (...a: string[]) => execFileSync("git", ["-C", repo, ...a], { encoding: "utf8" }).trim();
+  const commit = git("rev-parse", "--verify", `${base}^{commit}`);
+  const after = {
+    head: git("rev-parse", "HEAD"),
+    changed: git("status", "--porcelain", "--", "src").split("\n").filter(Boolean),
+  };
+
+  const dir = mkdtempSync(join(tmpdir(), "sesscache-ab-"));
+  const tree = join(dir, "before");
+  let registered = false;
+  const cleanUp = () => {
+    try {
+      if (registered) git("worktree", "remove", "--force", tree);
+    } catch {
+      // pruned below
+    }
+    rmSync(dir, { recursive: true, force: true });
+    if (registered) git("worktree", "prune");
+    registered = false;
+  };
+  const onSignal = () => {
+    cleanUp();
+    process.exit(130);
+  };
+  process.once("SIGINT", onSignal);
   try {
+    git("worktree", "add", "--detach", "-q", tree, commit);
+    registered = true;
     symlinkSync(join(repo, "node_modules"), join(tree, "node_modules"));
-    const beforeModule = join(tree, "bench", "handshake.ts");
-    if (!existsSync(beforeModule)) throw new Error(`${base} has no bench/handshake.ts`);
+    for (const f of HARNESS) copyFileSync(join(bench, f), join(tree, "bench", f));
     pinClientSide();
     const r = await pairedRounds(
       (side) =>
         ServerChild.start(variant, {
-          module: side === "ours" ? join(repo, "bench", "handshake.ts") : beforeModule,
+          module: join(side === "ours" ? bench : join(tree, "bench"), "handshake.ts"),
         }),
       { version, reuse, seconds },
       { rounds, procs, log: (l) => process.stderr.write(`${l}\n`) },
     );
-    const ratio = median(r.ratios);
     return {
-      title: `Before/after: ${variant}, TLS ${version} ${reuse ? "resumed" : "full"}, ${base} (${commit.slice(0, 10)}) vs this tree`,
+      title: `Before/after: ${variant}, TLS ${version} ${reuse ? "resumed" : "full"}, src/ of ${base} (${commit.slice(0, 10)}) vs this tree`,
       rows: [
         {
           "before µs": Math.round(median(r.base)),
           "after µs": Math.round(median(r.ours)),
-          "before/after": Number(ratio.toFixed(3)),
+          "before/after": Number(median(r.ratios).toFixed(3)),
           spread: spread(r.ratios),
+          "process spread": spread(r.perProcess),
         },
       ],
       notes: [
-        "µs = server CPU per handshake, median over rounds; before/after > 1: the change made handshakes cheaper",
+        "µs = server CPU per handshake, each side's median over rounds; before/after = median over rounds of the " +
+          "ratio (> 1: the change made handshakes cheaper); spread = min-max of the rounds; process spread = " +
+          "min-max over the after side's processes",
         `${rounds} rounds of ${seconds} s, ${procs} processes per side` +
           (pinning ? `, servers on CPU ${pinning.server}, s_time on CPU ${pinning.client}` : ", not pinned"),
+        `after = HEAD ${after.head.slice(0, 10)}${after.changed.length ? ` with ${after.changed.length} changed file(s) in src/` : ""}`,
       ],
-      extra: { base, commit, variant, version, reuse, samples: r },
+      extra: { base, commit, after, variant, version, reuse, samples: r },
     };
   } finally {
-    execFileSync("git", ["-C", repo, "worktree", "remove", "--force", tree]);
-    rmSync(dirname(tree), { recursive: true, force: true });
+    process.off("SIGINT", onSignal);
+    cleanUp();
   }
 }

@@ -10,93 +10,56 @@
 //   2. TLS 1.3 resumed: sesscache stateful single-use tickets vs Node's stateless    target >= 0.95x
 //   3. full handshakes (TLS 1.3, and TLS 1.2): sesscache vs the Map server          target >= 0.97x
 //   4. full handshakes: with vs without anything attached (--all)                    reported
-import { once } from "node:events";
-import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
-import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { SessionCache } from "../src/engine/index.js";
-import { attachSessionCache, statefulServerOptions } from "../src/server/index.js";
-import { testPki } from "../test/support/certs.js";
+import { attachSessionCache } from "../src/server/index.js";
 import type { TlsVersion } from "../test/support/tls-peers.js";
+import { countOption, option } from "./args.js";
+import { median, pairedRounds, spread } from "./measure.js";
 import type { BenchResult, BenchRow } from "./run.js";
 import {
   type BenchServer,
   CHILD_ENV,
-  median,
-  pairedRounds,
   pinClientSide,
   pinning,
   ServerChild,
   serveInChild,
-  spread,
 } from "./server-child.js";
+import { startTlsBenchServer, useMapCache } from "./tls-bench-server.js";
 
-const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
-export type Variant =
-  | "sesscache"
-  | "sesscache-tls12-only"
-  | "map"
-  | "node-tickets"
-  | "bare"
-  | "node-callbacks";
+export const VARIANTS = [
+  "sesscache",
+  "sesscache-tls12-only",
+  "map",
+  "node-tickets",
+  "bare",
+  "node-callbacks",
+] as const;
+export type Variant = (typeof VARIANTS)[number];
 
 /** A server answering one small page per connection, set up as the variant says. */
-export async function startServer(variant: Variant): Promise<BenchServer> {
-  const pki = testPki();
-  const stateful = variant === "sesscache" || variant === "sesscache-tls12-only" || variant === "map";
-  const server = tls.createServer(
-    {
-      key: pki.key,
-      cert: pki.cert,
-      ...(stateful ? statefulServerOptions({ sessionIdContext: "bench" }) : {}),
-      // A server that cannot negotiate TLS 1.3 needs no hello peek (TLS 1.2 resumes through Node's
-      // own resumeSession): this variant shows what the peek costs.
-      ...(variant === "sesscache-tls12-only" ? { maxVersion: "TLSv1.2" as const } : {}),
+export function startServer(variant: Variant): Promise<BenchServer> {
+  if (!VARIANTS.includes(variant)) throw new Error(`unknown handshake bench variant ${variant}`);
+  return startTlsBenchServer({
+    stateful: variant === "sesscache" || variant === "sesscache-tls12-only" || variant === "map",
+    // A server that cannot negotiate TLS 1.3 needs no hello peek (TLS 1.2 resumes through Node's own
+    // resumeSession): this variant shows what the peek costs.
+    maxVersion: variant === "sesscache-tls12-only" ? "TLSv1.2" : undefined,
+    setup(server) {
+      if (variant === "sesscache" || variant === "sesscache-tls12-only") {
+        attachSessionCache(server, new SessionCache(), { sessionIdContext: "bench" });
+      } else if (variant === "node-callbacks") {
+        server.on("newSession", (_id: Buffer, _der: Buffer, done: () => void) => done());
+        server.on("resumeSession", (_id: Buffer, cb: (e: Error | null, s: Buffer | null) => void) =>
+          cb(null, null),
+        );
+      } else if (variant === "map") {
+        // The classic example from Node's documentation: what the adapter must not be slower than.
+        useMapCache(server);
+      }
     },
-    (s) => {
-      handshakes++;
-      s.on("error", () => {});
-      s.once("data", () => s.end(RESPONSE));
-    },
-  );
-  let handshakes = 0;
-  if (variant === "sesscache" || variant === "sesscache-tls12-only") {
-    attachSessionCache(server, new SessionCache(), { sessionIdContext: "bench" });
-  } else if (variant === "node-callbacks") {
-    server.on("newSession", (_id: Buffer, _der: Buffer, done: () => void) => done());
-    server.on("resumeSession", (_id: Buffer, cb: (e: Error | null, s: Buffer | null) => void) =>
-      cb(null, null),
-    );
-  } else if (variant === "map") {
-    // The classic example from Node's documentation: what the adapter must not be slower than.
-    const map = new Map<string, Buffer>();
-    server.on("newSession", (id: Buffer, der: Buffer, done: () => void) => {
-      map.set(id.toString("hex"), der);
-      done();
-    });
-    server.on("resumeSession", (id: Buffer, cb: (e: Error | null, s: Buffer | null) => void) => {
-      cb(null, map.get(id.toString("hex")) ?? null);
-    });
-  }
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const open = new Set<import("node:net").Socket>();
-  server.on("connection", (c) => {
-    open.add(c);
-    c.once("close", () => open.delete(c));
   });
-  return {
-    port: (server.address() as AddressInfo).port,
-    handshakes: () => handshakes,
-    close: async () => {
-      const closed = once(server, "close");
-      server.close();
-      for (const c of open) c.destroy();
-      await closed;
-    },
-  };
 }
 
 interface Comparison {
@@ -191,19 +154,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url) && process.env[CHILD_ENV]
   await serveInChild(() => startServer(process.env[CHILD_ENV] as Variant));
 }
 
-function arg(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
-
 export default async function handshake(args: string[]): Promise<BenchResult> {
-  const rounds = Math.round(arg(args, "--rounds", 7));
-  const seconds = Math.round(arg(args, "--seconds", 1));
-  const procs = Math.round(arg(args, "--procs", 4));
-  const oi = args.indexOf("--only");
-  const only = oi >= 0 ? args[oi + 1] : undefined;
+  const rounds = countOption(args, "--rounds", 7);
+  const seconds = countOption(args, "--seconds", 1);
+  const procs = countOption(args, "--procs", 4);
+  const only = option(args, "--only");
   const all = args.includes("--all");
   const chosen = COMPARISONS.filter((c) => (only === undefined ? all || !c.extra : c.name.includes(only)));
   if (chosen.length === 0) throw new Error(`no comparison's name contains ${JSON.stringify(only)}`);
@@ -229,6 +184,7 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
       "baseline µs": Math.round(median(r.base)),
       ratio: Number(ratio.toFixed(3)),
       spread: spread(r.ratios),
+      "process spread": spread(r.perProcess),
       target: c.target,
       met,
     });
@@ -239,8 +195,10 @@ export default async function handshake(args: string[]): Promise<BenchResult> {
     );
   }
   notes.push(
-    "µs = server CPU per handshake (median over rounds); ratio = median over rounds of baseline µs / variant µs " +
-      "(handshakes per CPU-second, variant over baseline); spread = min-max of the rounds",
+    "µs = server CPU per handshake, each side's median over rounds taken alone (so the µs columns do not divide " +
+      "into the ratio); ratio = median over rounds of baseline µs / variant µs (handshakes per CPU-second, variant " +
+      "over baseline); spread = min-max of the rounds; process spread = min-max over the variant's processes of " +
+      "the baseline's mean over that process's mean",
     `${rounds} rounds of ${seconds} s after a 1 s warm-up, ${procs} processes per server, one server at a time; ` +
       (pinning
         ? `servers pinned to CPU ${pinning.server}, s_time to CPU ${pinning.client}; `

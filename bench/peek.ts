@@ -1,4 +1,4 @@
-// `npm run bench -- peek [--rounds N] [--procs P] [--version 1.2|1.3]`: what reading the ClientHello
+// `npm run bench -- peek [--rounds N] [--seconds S] [--procs P] [--version 1.2|1.3]`: what reading the ClientHello
 // in JavaScript and handing the socket to Node's TLS layer afterwards costs, whatever does the
 // reading. Every server here is the stateful `Map` server of Node's documentation; they differ only
 // in how a connection reaches Node's TLS layer:
@@ -9,51 +9,38 @@
 //             private symbols) instead of a fresh 64 KiB one per read, then unshift
 // None of them parses the hello: the cost measured is the hand-off's alone. Resumed TLS 1.2 by default
 // (the cheapest handshake, so the hand-off's share is largest). Measured as server-child.ts says.
-import { once } from "node:events";
-import net, { type AddressInfo, type Socket } from "node:net";
-import tls from "node:tls";
+import net, { type Socket } from "node:net";
+import type tls from "node:tls";
 import { fileURLToPath } from "node:url";
-import { testPki } from "../test/support/certs.js";
-import type { TlsVersion } from "../test/support/tls-peers.js";
+import { choiceOption, countOption } from "./args.js";
+import { median, pairedRounds, spread } from "./measure.js";
 import type { BenchResult, BenchRow } from "./run.js";
 import {
   type BenchServer,
   CHILD_ENV,
-  median,
-  pairedRounds,
   pinClientSide,
   pinning,
   ServerChild,
   serveInChild,
-  spread,
 } from "./server-child.js";
+import { startTlsBenchServer, useMapCache } from "./tls-bench-server.js";
 
-const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
 const HAND_OFFS = ["flowing", "paused", "user-buf"] as const;
 type Variant = "bare" | (typeof HAND_OFFS)[number];
 
-async function startServer(variant: Variant): Promise<BenchServer> {
-  const pki = testPki();
-  let handshakes = 0;
-  const server = tls.createServer({ key: pki.key, cert: pki.cert, sessionIdContext: "peek" }, (s) => {
-    handshakes++;
-    s.on("error", () => {});
-    s.once("data", () => s.end(RESPONSE));
-  });
-  const map = new Map<string, Buffer>();
-  server.on("newSession", (id: Buffer, der: Buffer, done: () => void) => {
-    map.set(id.toString("hex"), der);
-    done();
-  });
-  server.on("resumeSession", (id: Buffer, cb: (e: Error | null, s: Buffer | null) => void) =>
-    cb(null, map.get(id.toString("hex")) ?? null),
-  );
+function startServer(variant: Variant): Promise<BenchServer> {
+  return startTlsBenchServer({ stateful: true, setup: (server) => setUp(server, variant) });
+}
+
+function setUp(server: tls.Server, variant: Variant): void {
+  useMapCache(server);
+  if (variant === "bare") return;
   const tlsListener = server.listeners("connection")[0] as (this: tls.Server, s: Socket) => void;
+  server.removeAllListeners("connection");
   const handOff = (socket: Socket, bytes: Buffer) => {
     socket.unshift(bytes);
     tlsListener.call(server, socket);
   };
-  if (variant !== "bare") server.removeAllListeners("connection");
   if (variant === "flowing") {
     server.on("connection", (socket: Socket) => {
       socket.once("data", (chunk: Buffer) => {
@@ -71,7 +58,7 @@ async function startServer(variant: Variant): Promise<BenchServer> {
       };
       socket.on("readable", onReadable);
     });
-  } else if (variant === "user-buf") {
+  } else {
     // net keeps the `onread` option under private symbols; a probe socket shows which.
     const probe = new net.Socket({
       onread: { buffer: Buffer.alloc(1), callback: () => {} },
@@ -97,53 +84,34 @@ async function startServer(variant: Variant): Promise<BenchServer> {
       s._handle.useUserBuffer(buf);
     });
   }
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return {
-    port: (server.address() as AddressInfo).port,
-    handshakes: () => handshakes,
-    close: async () => {
-      const closed = once(server, "close");
-      server.close();
-      await closed;
-    },
-  };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.env[CHILD_ENV]) {
   await serveInChild(() => startServer(process.env[CHILD_ENV] as Variant));
 }
 
-function option(args: string[], name: string, dflt: string): string {
-  const i = args.indexOf(name);
-  return i >= 0 ? (args[i + 1] ?? dflt) : dflt;
-}
-
 export default async function peek(args: string[]): Promise<BenchResult> {
-  const rounds = Number(option(args, "--rounds", "7"));
-  const procs = Number(option(args, "--procs", "4"));
-  const version = option(args, "--version", "1.2") as TlsVersion;
-  if (!(rounds > 0 && procs > 0) || (version !== "1.2" && version !== "1.3")) {
-    throw new Error("usage: npm run bench -- peek [--rounds N] [--procs P] [--version 1.2|1.3]");
-  }
+  const rounds = countOption(args, "--rounds", 7);
+  const seconds = countOption(args, "--seconds", 1);
+  const procs = countOption(args, "--procs", 4);
+  const version = choiceOption(args, "--version", ["1.2", "1.3"] as const, "1.2");
   pinClientSide();
   const module = fileURLToPath(import.meta.url);
   const rows: BenchRow[] = [];
   for (const v of HAND_OFFS) {
     const r = await pairedRounds(
       (side) => ServerChild.start(side === "ours" ? v : "bare", { module }),
-      { version, reuse: true, seconds: 1 },
+      { version, reuse: true, seconds },
       { rounds, procs, log: (l) => process.stderr.write(`${v}: ${l}\n`) },
     );
-    const ours = median(r.ours);
-    const base = median(r.base);
     rows.push({
       "hand-off": v,
-      µs: Math.round(ours),
-      "bare µs": Math.round(base),
-      "extra µs": Math.round(ours - base),
+      µs: Math.round(median(r.ours)),
+      "bare µs": Math.round(median(r.base)),
+      "extra µs": Math.round(median(r.ours.map((x, i) => x - r.base[i]))),
       "speed vs bare": Number(median(r.ratios).toFixed(3)),
       spread: spread(r.ratios),
+      "process spread": spread(r.perProcess),
     });
   }
   return {
@@ -152,7 +120,7 @@ export default async function peek(args: string[]): Promise<BenchResult> {
     notes: [
       "µs = server CPU per handshake (median over rounds); extra µs = median over rounds of the difference; " +
         "speed vs bare = median over rounds of bare µs / µs",
-      `${rounds} rounds of 1 s, ${procs} processes per server` +
+      `${rounds} rounds of ${seconds} s, ${procs} processes per server` +
         (pinning ? `, servers on CPU ${pinning.server}, s_time on CPU ${pinning.client}` : ", not pinned"),
     ],
   };

@@ -22,20 +22,27 @@
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
-import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { SessionCache } from "../src/engine/index.js";
-import { attachSessionCache, statefulServerOptions } from "../src/server/index.js";
+import { attachSessionCache } from "../src/server/index.js";
 import { externalCache, generateSealKey, RedisStore } from "../src/stores/index.js";
-import { testPki } from "../test/support/certs.js";
 import { type RedisServer, startRedis } from "../test/support/redis.js";
 import { sTime, type TlsVersion } from "../test/support/tls-peers.js";
+import { countOption } from "./args.js";
 import { type Variant as HandshakeVariant, startServer } from "./handshake.js";
+import { median } from "./measure.js";
 import type { BenchResult, BenchRow } from "./run.js";
-import { type BenchServer, CHILD_ENV, pinClientSide, ServerChild, serveInChild } from "./server-child.js";
+import {
+  type BenchServer,
+  CHILD_ENV,
+  type ChildReport,
+  pinClientSide,
+  ServerChild,
+  serveInChild,
+} from "./server-child.js";
+import { startTlsBenchServer } from "./tls-bench-server.js";
 
 type Variant = HandshakeVariant | "sesscache-redis";
 type Kind = "tls12-resumed" | "tls13-resumed" | "tls12-full" | "tls13-full";
@@ -62,46 +69,21 @@ const MATRIX: { kind: Kind; variants: Variant[] }[] = [
   { kind: "tls12-full", variants: ["sesscache", "map", "bare"] },
 ];
 
-const RESPONSE = "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
 // ---- the server child ------------------------------------------------------------------------------
 
 /** sesscache with a sealed Redis store behind it, as `serve --store redis://` wires it. */
 async function startRedisServer(redisUrl: string): Promise<BenchServer> {
-  const pki = testPki();
   const store = new RedisStore({ url: redisUrl, keys: [generateSealKey()] });
   await store.ready(5000);
   let cache: SessionCache | undefined;
   const ext = externalCache(store, { takeTickets: true, onRejected: () => cache?.recordRejected() });
   cache = new SessionCache({ ...ext });
-  let handshakes = 0;
-  const server = tls.createServer(
-    { key: pki.key, cert: pki.cert, ...statefulServerOptions({ sessionIdContext: "bench" }) },
-    (s) => {
-      handshakes++;
-      s.on("error", () => {});
-      s.once("data", () => s.end(RESPONSE));
-    },
-  );
-  attachSessionCache(server, cache, { sessionIdContext: "bench", claimTicket: ext.claim });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const open = new Set<Socket>();
-  server.on("connection", (c) => {
-    open.add(c);
-    c.once("close", () => open.delete(c));
+  return startTlsBenchServer({
+    stateful: true,
+    setup: (server) =>
+      attachSessionCache(server, cache, { sessionIdContext: "bench", claimTicket: ext.claim }),
+    afterClose: () => store.close(),
   });
-  return {
-    port: (server.address() as AddressInfo).port,
-    handshakes: () => handshakes,
-    close: async () => {
-      const closed = once(server, "close");
-      server.close();
-      for (const c of open) c.destroy();
-      await closed;
-      await store.close();
-    },
-  };
 }
 
 // This file is also the profiled server's child process (bench/handshake.ts's child protocol).
@@ -236,13 +218,15 @@ async function profileOne(
     });
     await server.ask({ cmd: "start" });
     const r = await sTime({ port: server.port, version, reuse, seconds, www: "/" });
-    const usage = await server.ask<{ cpuMicros: number; handshakes: number }>({ cmd: "stop" });
+    const usage = await server.ask<ChildReport>({ cmd: "stop" });
     const perfDone = once(perf, "exit");
     perf.kill("SIGINT");
     await perfDone;
     if (r.connections === 0) throw new Error(`s_time made no connection:\n${r.stdout}\n${r.stderr}`);
-    if (reuse && r.fullHandshakes > 1)
-      throw new Error(`${variant} ${kind}: ${r.fullHandshakes} full handshakes`);
+    // Counted by the server: s_time -reuse makes one full handshake first.
+    if (reuse ? usage.resumed < usage.handshakes - 1 : usage.resumed > 0) {
+      throw new Error(`${variant} ${kind}: ${usage.resumed} of ${usage.handshakes} handshakes resumed`);
+    }
     const script = spawnSync("perf", ["script", "-i", data, "-F", "ip,sym,dso"], {
       maxBuffer: 1 << 30,
       encoding: "utf8",
@@ -266,19 +250,6 @@ function perHandshake(p: Profile): Record<Layer, number> & { total: number } {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function option(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? Number(args[i + 1]) : dflt;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
-
 const VARIANTS: Variant[] = [
   "sesscache",
   "sesscache-tls12-only",
@@ -299,9 +270,9 @@ export default async function profile(args: string[]): Promise<BenchResult> {
   if (spawnSync("perf", ["--version"], { stdio: "ignore" }).status !== 0) {
     throw new Error("the profile needs Linux perf (apt-get install linux-perf)");
   }
-  const seconds = Math.round(option(args, "--seconds", 5));
+  const seconds = countOption(args, "--seconds", 5);
   pinClientSide(); // s_time and perf on one core, the server alone on the other
-  const frequency = Math.round(option(args, "--frequency", 1999));
+  const frequency = countOption(args, "--frequency", 1999);
   const ki = args.indexOf("--kind");
   const kind = ki >= 0 ? (args[ki + 1] as Kind) : undefined;
   if (kind !== undefined && !KINDS.includes(kind)) throw new Error(usage);
@@ -311,7 +282,7 @@ export default async function profile(args: string[]): Promise<BenchResult> {
       : (kind ? [kind] : KINDS).map((k) => ({ kind: k, variant: target as Variant }));
   let redis: RedisServer | undefined;
   if (runs.some((r) => r.variant === "sesscache-redis")) redis = await startRedis();
-  const rounds = Math.round(option(args, "--rounds", 1));
+  const rounds = countOption(args, "--rounds", 1);
   const profiles: Profile[] = [];
   try {
     // Rounds go through every variant in turn, so a burst of load elsewhere weighs on all alike.

@@ -1,15 +1,9 @@
-// Bench servers in their own processes, and how one is measured. A parent forks a child per server
-// (ServerChild), the child serves what its module starts (serveInChild) and reports the CPU it used
-// and the handshakes it made between the parent's start and stop messages.
-//
-// Measuring: on a 2-core VM two servers driven at once by two clients differ by up to 1.5x from
-// each other when they are the same server (the old method's noise floor). So a measurement here is
-// one server at a time, pinned to CPU 0, driven by one `openssl s_time` pinned to CPU 1: nothing
-// else competes for either core, and the same server measured twice agrees within a few percent.
+// Bench servers in their own processes. A parent forks a child per server (ServerChild), pins it to
+// the server's core, and the child serves what its module starts (serveInChild), reporting the CPU it
+// used and the handshakes it made between the parent's start and stop messages. measure.ts drives them.
 import { type ChildProcess, fork, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
-import { sTime, type TlsVersion } from "../test/support/tls-peers.js";
 
 /** The variant a bench child serves. */
 export const CHILD_ENV = "SESSCACHE_BENCH_SERVER";
@@ -17,12 +11,20 @@ export const CHILD_ENV = "SESSCACHE_BENCH_SERVER";
 /** A server a bench child runs. */
 export interface BenchServer {
   port: number;
+  /** Handshakes completed so far (counted on secureConnection). */
   handshakes(): number;
+  /** Of those, how many resumed a session (isSessionReused()). */
+  resumed(): number;
   close(): Promise<void>;
 }
 
 type ToChild = { cmd: "start" } | { cmd: "stop" };
-type FromChild = { port: number } | { cpuMicros: number; handshakes: number };
+/** What a child reports for the window between start and stop. */
+export interface ChildReport {
+  cpuMicros: number;
+  handshakes: number;
+  resumed: number;
+}
 
 /**
  * Child mode: serve what `start` gives, report the CPU used and handshakes done between the parent's
@@ -35,15 +37,24 @@ export async function serveInChild(start: () => Promise<BenchServer>): Promise<v
   const srv = await start();
   let cpu0 = process.cpuUsage();
   let hs0 = 0;
+  let re0 = 0;
   process.on("message", (m: ToChild) => {
     if (m.cmd === "start") {
+      // Each window starts from a collected heap, so a major GC owed by the previous window (or by the
+      // other server's turn in a comparison) is not charged to this one; scavenges still are.
       (globalThis as { gc?: () => void }).gc?.();
       cpu0 = process.cpuUsage();
       hs0 = srv.handshakes();
+      re0 = srv.resumed();
       process.send!({ started: true });
     } else if (m.cmd === "stop") {
-      const cpu = process.cpuUsage(cpu0);
-      process.send!({ cpuMicros: cpu.user + cpu.system, handshakes: srv.handshakes() - hs0 });
+      const cpu = process.cpuUsage(cpu0); // getrusage: all the process's threads
+      const r: ChildReport = {
+        cpuMicros: cpu.user + cpu.system,
+        handshakes: srv.handshakes() - hs0,
+        resumed: srv.resumed() - re0,
+      };
+      process.send!(r);
     }
   });
   process.on("disconnect", () => {
@@ -58,7 +69,10 @@ export const pinning: { server: string; client: string } | null =
     ? { server: "0", client: "1" }
     : null;
 
-/** Pins a process and all its threads (V8's and libuv's too) to `cpu`. */
+/**
+ * Pins a process and all its threads to `cpu`. Threads made later inherit their creator's mask, and
+ * a child is pinned only after it reported its port (V8's and libuv's threads already exist).
+ */
 function pin(pid: number | undefined, cpu: string): void {
   if (pid === undefined) return;
   const r = spawnSync("taskset", ["-a", "-cp", cpu, String(pid)], { stdio: "ignore" });
@@ -87,118 +101,44 @@ export class ServerChild {
       env: { ...process.env, [CHILD_ENV]: variant, ...child.env },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
-    const [msg] = (await once(proc, "message")) as [FromChild];
-    if (!("port" in msg)) throw new Error("bench server child did not report its port");
-    if (pinning) pin(proc.pid, pinning.server);
-    return new ServerChild(proc, msg.port, variant);
+    try {
+      const msg = await reply<{ port?: number }>(proc, `${variant} (${child.module})`);
+      if (typeof msg.port !== "number") throw new Error(`bench server ${variant} did not report its port`);
+      if (pinning) pin(proc.pid, pinning.server);
+      return new ServerChild(proc, msg.port, variant);
+    } catch (err) {
+      proc.kill();
+      throw err;
+    }
   }
 
   async ask<T>(m: ToChild): Promise<T> {
-    const reply = once(this.child, "message");
+    const answer = reply<T>(this.child, this.variant);
     this.child.send(m);
-    return (await reply)[0] as T;
+    return answer;
   }
 
   async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = once(this.child, "exit");
-    this.child.disconnect();
+    if (this.child.connected) this.child.disconnect();
+    else this.child.kill();
     await exited;
   }
 }
 
-export interface Load {
-  version: TlsVersion;
-  /** Resumed (s_time -reuse) or full (-new) handshakes. */
-  reuse: boolean;
-  seconds: number;
-}
-
-export interface Measurement {
-  /** Server CPU microseconds per handshake. */
-  cpuMicros: number;
-  handshakes: number;
-  /** Connections per wall-clock second that s_time saw. */
-  wall: number;
-}
-
-/** Drives one server alone for `load.seconds` and measures its CPU per handshake. */
-export async function measure(srv: ServerChild, load: Load): Promise<Measurement> {
-  await srv.ask({ cmd: "start" });
-  const r = await sTime({
-    port: srv.port,
-    version: load.version,
-    reuse: load.reuse,
-    seconds: load.seconds,
-    www: "/",
+/** The child's next message; an error if it exits first (a server that failed to start, say). */
+function reply<T>(proc: ChildProcess, who: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: unknown) => {
+      proc.off("exit", onExit);
+      resolve(m as T);
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      proc.off("message", onMessage);
+      reject(new Error(`bench server ${who} exited (${signal ?? code}) before answering`));
+    };
+    proc.once("message", onMessage);
+    proc.once("exit", onExit);
   });
-  const s = await srv.ask<{ cpuMicros: number; handshakes: number }>({ cmd: "stop" });
-  if (r.connections === 0 || s.handshakes === 0) {
-    throw new Error(`s_time made no connection to ${srv.variant}:\n${r.stdout}\n${r.stderr}`);
-  }
-  // A resumption benchmark that did not resume would measure the wrong thing.
-  if (load.reuse && r.fullHandshakes > 1) {
-    throw new Error(`${srv.variant}: ${r.fullHandshakes} full handshakes in a resumption run`);
-  }
-  if (!load.reuse && r.resumed > 0) throw new Error(`${srv.variant}: resumed in a full-handshake run`);
-  return { cpuMicros: s.cpuMicros / s.handshakes, handshakes: s.handshakes, wall: r.perSecond };
-}
-
-export interface PairedResult {
-  /** Per round: baseline CPU per handshake over ours (> 1: ours is cheaper), the processes averaged. */
-  ratios: number[];
-  ours: number[];
-  base: number[];
-}
-
-/**
- * Rounds of one server at a time: `procs` processes of each side, started and measured in a balanced
- * order (a, b, b, a, ...; reversed every other round), because a Node process can be a few percent
- * faster or slower than another running the same code (layout, hash seeds) for its whole life.
- */
-export async function pairedRounds(
-  start: (side: "ours" | "base") => Promise<ServerChild>,
-  load: Load,
-  o: { rounds: number; procs: number; log?: (line: string) => void },
-): Promise<PairedResult> {
-  const order: ("ours" | "base")[] = [];
-  for (let i = 0; i < o.procs; i++)
-    order.push(...(i % 2 ? (["base", "ours"] as const) : (["ours", "base"] as const)));
-  const children: ServerChild[] = [];
-  try {
-    for (const side of order) children.push(await start(side));
-    for (const c of children) await measure(c, { ...load, seconds: 1 }); // warm-up: JIT, first allocations
-    const out: PairedResult = { ratios: [], ours: [], base: [] };
-    for (let r = 0; r < o.rounds; r++) {
-      const idx = children.map((_, i) => i);
-      if (r % 2) idx.reverse();
-      const cost = new Map<ServerChild, number>();
-      for (const i of idx) cost.set(children[i], (await measure(children[i], load)).cpuMicros);
-      const mean = (side: "ours" | "base") => {
-        const xs = children.filter((_, i) => order[i] === side).map((c) => cost.get(c)!);
-        return xs.reduce((a, b) => a + b, 0) / xs.length;
-      };
-      const [ours, base] = [mean("ours"), mean("base")];
-      out.ours.push(ours);
-      out.base.push(base);
-      out.ratios.push(base / ours);
-      o.log?.(
-        `round ${r + 1}/${o.rounds}: ${ours.toFixed(0)} vs ${base.toFixed(0)} µs, ratio ${(base / ours).toFixed(3)}`,
-      );
-    }
-    return out;
-  } finally {
-    await Promise.all(children.map((c) => c.stop()));
-  }
-}
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/** "min–max" of a list, to 2 decimals. */
-export function spread(xs: number[]): string {
-  const s = [...xs].sort((a, b) => a - b);
-  return `${s[0].toFixed(2)}-${s[s.length - 1].toFixed(2)}`;
 }
