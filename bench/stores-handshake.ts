@@ -14,14 +14,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { generateSealKey } from "../src/stores/index.js";
 import { type RedisServer, redisSkipReason, startRedis } from "../test/support/redis.js";
+import { startServeProcess } from "../test/support/serve-process.js";
 import type { BenchResult, BenchRow } from "./run.js";
 import { treeCpuSeconds } from "./terminator-servers.js";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const HOST = "127.0.0.1";
 
 type VariantName = "memory" | "redis" | "cluster-2w" | "redis-2w";
@@ -110,11 +109,6 @@ interface Serve {
   stop(): Promise<void>;
 }
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => child.once("exit", () => r()));
-}
-
 /** `sesscache serve` in a child process; resolves once its startup line gives the port. */
 async function startServe(
   variant: Variant,
@@ -122,60 +116,30 @@ async function startServe(
   redis: RedisServer | undefined,
   storeKey: string,
 ): Promise<Serve> {
-  const args = [
-    "--import",
-    "tsx",
-    "src/cli/main.ts",
-    "serve",
-    "--listen",
-    `${HOST}:0`,
-    "--state-dir",
-    stateDir,
-  ];
+  const args: string[] = [];
   if (variant.workers > 1) args.push("--workers", String(variant.workers));
   if (variant.redis) {
     if (!redis) throw new Error("redis variant without a redis-server");
     args.push("--store", redis.url, "--store-key", storeKey);
   }
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  live.add(child);
-  child.once("exit", () => live.delete(child));
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr = (stderr + d).slice(-4000);
+  const serve = await startServeProcess({
+    stateDir,
+    args,
+    startTimeoutMs: 30_000,
+    killAfterMs: 10_000,
+  }).catch((err: Error) => {
+    throw new Error(`serve (${variant.name}): ${err.message}`);
   });
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    await exited(child);
-    clearTimeout(killer);
+  live.add(serve.child);
+  void serve.exit.then(() => live.delete(serve.child));
+  return {
+    variant,
+    port: serve.port,
+    pid: serve.pid,
+    stop: async () => {
+      await serve.stop();
+    },
   };
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      let stdout = "";
-      const timer = setTimeout(
-        () => reject(new Error(`serve (${variant.name}) did not start within 30 s: ${stderr}`)),
-        30_000,
-      );
-      child.stdout.setEncoding("utf8").on("data", (d: string) => {
-        stdout += d;
-        const m = /sesscache serve: listening on https:\/\/[^\s]*:(\d+) /.exec(stdout);
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-      child.once("exit", (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`serve (${variant.name}) exited (${code ?? signal}) before listening: ${stderr}`));
-      });
-    });
-    return { variant, port, pid: child.pid ?? 0, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
 }
 
 // ---- the client ----------------------------------------------------------------------------------

@@ -5,11 +5,9 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
-import { fileURLToPath } from "node:url";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+import { startServeProcess } from "../test/support/serve-process.js";
 
 // ---- CPU time of a process tree ------------------------------------------------------------------
 
@@ -117,15 +115,8 @@ async function waitForPort(port: number, child: ChildProcess, output: () => stri
 
 function sesscache(workers: number) {
   return async (env: Env): Promise<Running> => {
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        join(root, "src/cli/main.ts"),
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
+    const serve = await startServeProcess({
+      args: [
         "--cert",
         env.certFile,
         "--key",
@@ -135,26 +126,20 @@ function sesscache(workers: number) {
         "--workers",
         String(workers),
       ],
-      { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-    );
-    const t = track(child, "sesscache");
-    const port = await new Promise<number>((resolve, reject) => {
-      const onData = () => {
-        const m = /listening on https:\/\/127\.0\.0\.1:(\d+) /.exec(t.output());
-        if (m) {
-          child.stdout?.off("data", onData);
-          resolve(Number(m[1]));
-        }
-      };
-      child.stdout?.on("data", onData);
-      void t.exited.then(() => reject(new Error(`sesscache exited: ${t.output()}`)));
     });
-    await waitForPort(port, child, t.output);
+    const output = () => serve.stdout() + serve.stderr();
+    void serve.exit.then(() => {
+      if (!stopping.has(serve.child)) process.stderr.write(`bench: sesscache exited early:\n${output()}\n`);
+    });
+    await waitForPort(serve.port, serve.child, output);
     return {
       name: workers > 1 ? `sesscache-w${workers}` : "sesscache",
-      port,
-      pid: child.pid!,
-      stop: () => stopChild(child, t.exited),
+      port: serve.port,
+      pid: serve.pid,
+      stop: async () => {
+        stopping.add(serve.child);
+        await serve.stop();
+      },
     };
   };
 }

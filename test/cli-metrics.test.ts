@@ -2,17 +2,14 @@
 // one endpoint covers --workers, bad addresses are usage errors; and registerSessionCacheMetrics on
 // a fresh prom-client Registry.
 import assert from "node:assert/strict";
-import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { get as httpGet } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
 import { after, describe, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
-import { fileURLToPath } from "node:url";
 import { Registry } from "prom-client";
 import {
   type AttachedSessionCacheStats,
@@ -21,16 +18,16 @@ import {
   registerSessionCacheMetrics,
   SessionCache,
 } from "../src/index.js";
+import { cli } from "./support/cli-run.js";
+import { type ServeProcess, startServeProcess } from "./support/serve-process.js";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), "sesscache-metrics-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 const TIMEOUT = { timeout: 60_000 };
 
-type Child = ChildProcessByStdio<null, Readable, Readable>;
-const running = new Set<Child>();
+const running = new Set<ServeProcess>();
 after(() => {
-  for (const c of running) c.kill("SIGKILL");
+  for (const c of running) c.child.kill("SIGKILL");
 });
 
 let dirs = 0;
@@ -45,57 +42,18 @@ interface Running {
 /** Starts `serve --metrics 127.0.0.1:0` and waits for its listening and metrics lines. */
 async function serve(args: string[] = []): Promise<Running> {
   const stateDir = join(tmp, `state-${++dirs}`);
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      join(root, "src/cli/main.ts"),
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--state-dir",
-      stateDir,
-      "--metrics",
-      "127.0.0.1:0",
-      ...args,
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const child = await startServeProcess({ stateDir, args: ["--metrics", "127.0.0.1:0", ...args] });
   running.add(child);
-  const exited = once(child, "exit") as Promise<[number | null]>;
-  exited.then(() => running.delete(child));
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  let stdout = "";
-  child.stdout.setEncoding("utf8");
-  await new Promise<void>((resolve, reject) => {
-    const onData = (d: string) => {
-      stdout += d;
-      if (stdout.split("\n").length > 2) {
-        child.stdout.off("data", onData);
-        resolve();
-      }
-    };
-    child.stdout.on("data", onData);
-    exited.then(([code]) => reject(new Error(`serve exited (${code}) before listening: ${stderr}`)));
-  });
-  const [first, second] = stdout.split("\n");
-  const m = /^sesscache serve: listening on https:\/\/127\.0\.0\.1:(\d+) /.exec(first!);
-  assert.ok(m, `startup line: ${first}`);
+  void child.exit.then(() => running.delete(child));
+  const [first, second] = (await child.waitForOutput(/^(.*)\n(.*)\n/))!.slice(1);
+  assert.match(first!, /^sesscache serve: listening on https:\/\/127\.0\.0\.1:\d+ /, "startup line");
   const mm = /^sesscache serve: metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics)$/.exec(second!);
   assert.ok(mm, `metrics line: ${second}`);
   return {
-    port: Number(m[1]),
+    port: child.port,
     metricsUrl: mm[1]!,
     ca: readFileSync(join(stateDir, "tls", "cert.pem"), "utf8"),
-    async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM");
-      const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      const [code] = await exited;
-      clearTimeout(killer);
-      return code;
-    },
+    stop: child.stop,
   };
 }
 
@@ -285,26 +243,16 @@ describe("serve --metrics", TIMEOUT, () => {
         [`127.0.0.1:${busyPort}`, /cannot listen on 127\.0\.0\.1:\d+ for --metrics/, []],
         [`127.0.0.1:${busyPort}`, /cannot listen on 127\.0\.0\.1:\d+ for --metrics/, ["--workers", "2"]],
       ] as const) {
-        const child = spawn(
-          process.execPath,
-          [
-            "--import",
-            "tsx",
-            join(root, "src/cli/main.ts"),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--state-dir",
-            join(tmp, "bad"),
-            "--metrics",
-            value,
-            ...extra,
-          ],
-          { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-        );
-        let stderr = "";
-        child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-        const [code] = (await once(child, "exit")) as [number | null];
+        const { code, stderr } = await cli([
+          "serve",
+          "--listen",
+          "127.0.0.1:0",
+          "--state-dir",
+          join(tmp, "bad"),
+          "--metrics",
+          value,
+          ...extra,
+        ]);
         assert.equal(code, 2, `${value}: ${stderr}`);
         const lines = stderr
           .trim()

@@ -5,8 +5,6 @@
 // upper-case, base64url inside a longer blob) is found and named without its value; a PEM session
 // file is excluded as asked for. The full audit (`npm run secrets-audit`) runs the whole suite.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { get as httpGet } from "node:http";
 import { tmpdir } from "node:os";
@@ -15,7 +13,7 @@ import { after, test } from "node:test";
 import tls from "node:tls";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe as describeMatch, loadSecrets, scan } from "../reliability/secrets-scan.js";
-import { root } from "./support/cli-run.js";
+import { startServeProcess } from "./support/serve-process.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sesscache-secrets-"));
 const secretsDir = join(dir, "secrets");
@@ -71,39 +69,14 @@ test("hook + scanner: a real serve run leaks nothing, a planted leak is found", 
   // records into the test's.
   await import(`${pathToFileURL(hook).href}?test`);
   const stateDir = join(dir, "state");
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      join(root, "src/cli/main.ts"),
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--state-dir",
-      stateDir,
-      "--metrics",
-      "127.0.0.1:0",
-    ],
-    {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, NODE_OPTIONS: `--import ${hook}` },
-    },
-  );
-  const exited = once(child, "exit");
+  const serve = await startServeProcess({
+    stateDir,
+    args: ["--metrics", "127.0.0.1:0"],
+    env: { ...process.env, NODE_OPTIONS: `--import ${hook}` },
+  });
   try {
-    let stdout = "";
-    child.stdout.setEncoding("utf8");
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on("data", (d: string) => {
-        stdout += d;
-        if (stdout.split("\n").length > 2) resolve();
-      });
-      exited.then(() => reject(new Error("serve exited before listening")));
-    });
-    const port = Number(/listening on https:\/\/127\.0\.0\.1:(\d+) /.exec(stdout)![1]);
-    const metricsUrl = /metrics on (http:\S+)/.exec(stdout)![1]!;
+    const port = serve.port;
+    const metricsUrl = (await serve.waitForOutput(/metrics on (http:\S+)/))[1]!;
     const ca = readFileSync(join(stateDir, "tls", "cert.pem"), "utf8");
     let resumed = 0;
     for (const version of ["TLSv1.2", "TLSv1.3"] as const) {
@@ -119,8 +92,7 @@ test("hook + scanner: a real serve run leaks nothing, a planted leak is found", 
     assert.ok(resumed >= 4, `resumed ${resumed} of 6`);
     writeFileSync(join(outputs, "metrics.txt"), await fetchText(metricsUrl));
   } finally {
-    child.kill("SIGTERM");
-    await exited;
+    await serve.stop();
   }
 
   // Recorded: by this process and by serve, keylog secrets and session master keys of both versions.

@@ -5,11 +5,9 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { entry, root, startServeProcess } from "./serve-process.js";
 
-export const root = fileURLToPath(new URL("../..", import.meta.url));
-export const entry = ["--import", "tsx", join(root, "src/cli/main.ts")];
+export { entry, root };
 
 export interface CliResult {
   code: number | null;
@@ -71,34 +69,11 @@ export interface ServeChild {
 
 /** `sesscache serve --listen 127.0.0.1:0 ARGS`, resolved once it prints its startup line. */
 export async function startServeChild(stateDir: string, args: string[] = []): Promise<ServeChild> {
-  const child = spawn(
-    process.execPath,
-    [...entry, "serve", "--listen", "127.0.0.1:0", "--state-dir", stateDir, ...args],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const exited = once(child, "exit");
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-  let stdout = "";
-  child.stdout.setEncoding("utf8");
-  const line = await new Promise<string>((resolve, reject) => {
-    child.stdout.on("data", (d: string) => {
-      stdout += d;
-      const nl = stdout.indexOf("\n");
-      if (nl >= 0) resolve(stdout.slice(0, nl));
-    });
-    exited.then(() => reject(new Error(`serve exited before listening: ${stderr}`)));
-  });
-  const m = /listening on https:\/\/127\.0\.0\.1:(\d+) /.exec(line);
-  assert.ok(m, `startup line: ${line}`);
+  const serve = await startServeProcess({ stateDir, args });
   return {
-    port: Number(m[1]),
+    port: serve.port,
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const killer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(killer);
+      await serve.stop();
     },
   };
 }
