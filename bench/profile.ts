@@ -31,7 +31,11 @@ import { externalCache, generateSealKey, RedisStore } from "../src/stores/index.
 import { type RedisServer, startRedis } from "../test/support/redis.js";
 import { sTime, type TlsVersion } from "../test/support/tls-peers.js";
 import { countOption } from "./args.js";
-import { type Variant as HandshakeVariant, startServer } from "./handshake.js";
+import {
+  VARIANTS as HANDSHAKE_VARIANTS,
+  type Variant as HandshakeVariant,
+  startServer,
+} from "./handshake.js";
 import { median } from "./measure.js";
 import type { BenchResult, BenchRow } from "./run.js";
 import {
@@ -250,15 +254,7 @@ function perHandshake(p: Profile): Record<Layer, number> & { total: number } {
   return out;
 }
 
-const VARIANTS: Variant[] = [
-  "sesscache",
-  "sesscache-tls12-only",
-  "map",
-  "node-tickets",
-  "bare",
-  "node-callbacks",
-  "sesscache-redis",
-];
+const VARIANTS: Variant[] = [...HANDSHAKE_VARIANTS, "sesscache-redis"];
 const KINDS: Kind[] = ["tls12-resumed", "tls13-resumed", "tls12-full", "tls13-full"];
 
 export default async function profile(args: string[]): Promise<BenchResult> {

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { decodeProxyV2, encodeProxyV2 } from "../src/cli/proxy-protocol.js";
-import { type ServeHandle, startServe } from "../src/cli/serve.js";
+import type { ServeHandle } from "../src/cli/serve.js";
 import { assertOneLineError, cli, entry, root } from "./support/cli-run.js";
 import {
   backend,
@@ -66,18 +66,11 @@ describe("serve --backend --proxy-protocol and --alpn", { timeout: 120_000 }, ()
     const b = await backend(proxyParser);
     let h: ServeHandle;
     try {
-      h = await startServe({
-        listen: "[::1]:0",
-        cert: pki.certFile,
-        key: pki.keyFile,
-        backend: `127.0.0.1:${b.port}`,
-        proxyProtocol: true,
-      });
+      h = await terminator(b.port, { listen: "[::1]:0", proxyProtocol: true });
     } catch (err) {
       t.skip(`no IPv6 loopback here: ${String(err)}`);
       return;
     }
-    cleanups.push(() => h.close());
     const c = await connectTls(h.port, { host: "::1", ca: undefined, rejectUnauthorized: false });
     c.write("six");
     const got = JSON.parse((await readAll(c)).toString());

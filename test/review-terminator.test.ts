@@ -4,17 +4,10 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { Duplex } from "node:stream";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { decodeProxyV2, encodeProxyV2 } from "../src/cli/proxy-protocol.js";
-import { type ServeHandle, type ServeOptions, startServe } from "../src/cli/serve.js";
-import { testPki } from "./support/certs.js";
-
-const pki = testPki();
-const cleanups: (() => unknown)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
+import { cleanups, pki, terminator } from "./support/terminator.js";
 
 /** A backend that records everything each connection sends until it closes (end or reset). */
 async function recordingBackend(
@@ -45,18 +38,6 @@ async function recordingBackend(
     server.close();
   });
   return { port: (server.address() as AddressInfo).port, received };
-}
-
-async function terminator(backendPort: number, extra: ServeOptions = {}): Promise<ServeHandle> {
-  const h = await startServe({
-    listen: "127.0.0.1:0",
-    cert: pki.certFile,
-    key: pki.keyFile,
-    backend: `127.0.0.1:${backendPort}`,
-    ...extra,
-  });
-  cleanups.push(() => h.close());
-  return h;
 }
 
 /**
